@@ -1,0 +1,33 @@
+"""authserver: an OAuth 2.0 authorization server for machine-to-machine access."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from .config import instance_path_from_environment, load_config
+
+
+def create_app(test_config: dict | None = None, *,
+               default_issuer: str = "http://127.0.0.1:5000") -> Flask:
+    """Create and wire the application; creates no schema and no keys (see ``authserver init``).
+
+    ``default_issuer`` is used when no configuration layer sets ``ISSUER``.
+    """
+    app = Flask(__name__, instance_path=instance_path_from_environment(),
+                instance_relative_config=True)
+    load_config(app, test_config, default_issuer)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    from . import errors, oauth2, scopes
+    from .db import db
+    from .views import oauth, well_known
+
+    db.init_app(app)
+    scopes.init_app(app)
+    oauth2.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(well_known.bp)
+    app.register_blueprint(oauth.bp)
+    return app

@@ -1,0 +1,79 @@
+"""Configuration defaults and the one place that knows the load order.
+
+Order (later wins): these defaults -> ``instance/config.py`` -> ``AUTHSERVER_*``
+environment variables -> the ``test_config`` mapping given to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+#: Issuer identifier (RFC 8414 §2). Unset, it is http://HOST:PORT of ``authserver serve``
+#: (http://127.0.0.1:5000 elsewhere). Set it to the public https URL in production.
+ISSUER = None
+#: Audience put in tokens requested without an RFC 8707 ``resource`` parameter.
+#: None means "the issuer's default audience", ``{ISSUER}/api``.
+DEFAULT_AUDIENCE = None
+#: Database URL; None means a SQLite file in the instance folder.
+SQLALCHEMY_DATABASE_URI = None
+SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+#: AES-256-GCM key (urlsafe base64, 32 bytes) that encrypts signing keys at rest.
+#: ``authserver init`` writes one into instance/config.py when it is missing.
+ENCRYPTION_KEY = None
+#: Flask session signing key (web UI); ``authserver init`` writes one too.
+SECRET_KEY = None
+#: Algorithm of newly created signing keys: RS256, ES256 or EdDSA.
+SIGNING_ALG = "RS256"
+#: How long a process keeps using the signing key it looked up before asking the
+#: database again. Harmless after a rotation: the previous key stays published.
+SIGNING_KEY_CACHE_SECONDS = 5.0
+#: Access-token lifetime when a client has no override (Authlib's default is ten days).
+ACCESS_TOKEN_TTL = 3600
+#: Upper bound for per-client lifetimes; retired keys stay published this long plus leeway.
+MAX_ACCESS_TOKEN_TTL = 86400
+#: Clock leeway (seconds) for time-based claims we verify.
+LEEWAY = 30
+#: private_key_jwt: assertions valid for longer than this are refused (RFC 7523 §3 item 4).
+CLIENT_ASSERTION_MAX_LIFETIME = 300
+#: Bound on request bodies; protocol requests are tiny.
+MAX_CONTENT_LENGTH = 64 * 1024
+#: Seconds in the Retry-After header of 503 answers.
+RETRY_AFTER_SECONDS = 5
+#: Extra scope catalogue file in the instance folder (same format as authserver/scopes.toml).
+SCOPES_FILE = "scopes.toml"
+#: Proxies whose X-Forwarded-For is believed (addresses or CIDRs); empty = none.
+TRUSTED_PROXIES: list[str] = []
+#: Callable returning the current time as an aware UTC datetime (tests inject a clock).
+CLOCK = None
+
+JSON_SORT_KEYS = False
+
+
+def load_config(app: Flask, test_config: dict | None = None,
+                default_issuer: str = "http://127.0.0.1:5000") -> None:
+    """Fill ``app.config`` in the documented order."""
+    app.config.from_object(__name__)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("AUTHSERVER")
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        db_file = Path(app.instance_path) / "authserver.sqlite"
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    if not app.config["ISSUER"]:
+        app.config["ISSUER"] = default_issuer
+    if not app.config["DEFAULT_AUDIENCE"]:
+        app.config["DEFAULT_AUDIENCE"] = app.config["ISSUER"].rstrip("/") + "/api"
+
+
+def instance_path_from_environment() -> str | None:
+    """The instance folder chosen with AUTHSERVER_INSTANCE_PATH, if any.
+
+    Read before the app exists (Flask needs the folder to build its config), which is
+    why this is the one environment read outside ``app.config``.
+    """
+    path = os.environ.get("AUTHSERVER_INSTANCE_PATH")
+    return str(Path(path).resolve()) if path else None

@@ -1,0 +1,128 @@
+"""Error classes and the one place that renders them.
+
+Protocol endpoints answer in RFC 6749 §5.2 JSON (``error``, ``error_description``); the admin
+API in the platform's legacy envelope (SCOPES.md "Error envelopes"). A database that cannot
+be reached is a 503 with ``Retry-After`` in either format, never a 400/401 (SECURITY.md RL1).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Flask, Response, current_app, json, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_PREFIXES = ("/settings/", "/audit/")
+ENVELOPE_IDS = {400: ("BAD_REQUEST", "Bad request"), 401: ("UNAUTHORIZED", "Invalid login details"),
+                403: ("FORBIDDEN", "Forbidden"), 404: ("NOT_FOUND", "Not found"),
+                405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
+                413: ("PAYLOAD_TOO_LARGE", "Request body too large"),
+                415: ("UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"),
+                429: ("TOO_MANY_REQUESTS", "Too many requests"),
+                503: ("SERVICE_UNAVAILABLE", "Service temporarily unavailable"),
+                500: ("GENERAL_ERROR", "Something went wrong. Please contact support.")}
+OAUTH_CODES = {400: "invalid_request", 401: "invalid_client", 404: "not_found",
+               405: "invalid_request", 413: "invalid_request", 415: "invalid_request",
+               429: "slow_down", 503: "temporarily_unavailable", 500: "server_error"}
+
+
+class ValidationError(ValueError):
+    """Bad input to a service function, naming each bad field."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in errors.items()))
+        self.errors = errors
+
+
+class NotFoundError(LookupError):
+    """A service function was asked for an object that does not exist."""
+
+
+class ServiceUnavailable(Exception):
+    """A dependency (the database) cannot be reached; answered with 503 + Retry-After."""
+
+
+#: Exceptions that mean "the database cannot be reached right now".
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, ServiceUnavailable)
+
+
+class TemporarilyUnavailableError(OAuth2Error):
+    """RFC 6749 §4.1.2.1 ``temporarily_unavailable``, with HTTP 503 (RFC 7009 §2.2.1)."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def get_headers(self):
+        headers = super().get_headers()
+        headers.append(("Retry-After", str(current_app.config["RETRY_AFTER_SECONDS"])))
+        return headers
+
+
+def wants_envelope() -> bool:
+    """True for the admin API, whose clients parse the platform's envelope."""
+    return request.path.startswith(ENVELOPE_PREFIXES)
+
+
+def envelope(status: int, validation_errors: dict | None = None) -> dict:
+    """The platform's legacy error body for ``status``."""
+    message_id, text = ENVELOPE_IDS.get(status, ENVELOPE_IDS[500 if status >= 500 else 400])
+    exception: dict = {"messageId": message_id, "text": text}
+    if validation_errors:
+        exception["validationErrors"] = validation_errors
+    return {"requestError": {"serviceException": exception}}
+
+
+def error_response(status: int, description: str, headers: dict | None = None,
+                   validation_errors: dict | None = None) -> Response:
+    """Render an error in the current endpoint's documented format."""
+    if wants_envelope():
+        body = envelope(status, validation_errors)
+    else:
+        body = {"error": OAUTH_CODES.get(status, "invalid_request"),
+                "error_description": description}
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def unavailable_response() -> Response:
+    """503 with Retry-After; the body never names the database or its address."""
+    retry = str(current_app.config["RETRY_AFTER_SECONDS"])
+    return error_response(503, "The service is temporarily unavailable.", {"Retry-After": retry})
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    headers = {}
+    if error.code == 405 and getattr(error, "valid_methods", None):
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return error_response(error.code or 500, error.description or error.name, headers)
+
+
+def _handle_database_error(error: Exception) -> Response:
+    log.error("database unavailable: %s", type(error).__name__)
+    return unavailable_response()
+
+
+def _handle_validation_error(error: ValidationError) -> Response:
+    return error_response(400, str(error), validation_errors=error.errors)
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "The server could not complete the request.")
+
+
+def init_app(app: Flask) -> None:
+    """Register the renderers."""
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(ValidationError, _handle_validation_error)
+    for exc in UNAVAILABLE_ERRORS:
+        app.register_error_handler(exc, _handle_database_error)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,232 @@
+"""Signing keys: created in the database, encrypted at rest, rotated, published as a JWKS.
+
+Rotation keeps one ``next`` key published ahead of use, so resource servers already hold
+the public key when it starts signing (publish-before-sign, SECURITY.md JW03). A retired
+key stays published until the last token it signed has expired (JW04). Private keys are
+parsed once per process and cached by ``kid`` (parsing a PEM per token is ~100x slower).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import current_app
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from .clock import utcnow
+from .db import db
+from .models import SigningKey
+
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
+
+
+class KeyConfigurationError(RuntimeError):
+    """The encryption key or the signing keys are missing or unusable."""
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    """A signing key parsed into a key object, ready to sign."""
+
+    kid: str
+    alg: str
+    private_key: object
+
+
+def generate_encryption_key() -> str:
+    """A fresh AES-256-GCM key for ``ENCRYPTION_KEY`` (urlsafe base64)."""
+    return base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode()
+
+
+def _aead() -> AESGCM:
+    raw = current_app.config.get("ENCRYPTION_KEY")
+    if not raw:
+        raise KeyConfigurationError("ENCRYPTION_KEY is not configured: run `authserver init`")
+    try:
+        key = base64.urlsafe_b64decode(raw)
+    except (ValueError, TypeError) as exc:
+        raise KeyConfigurationError("ENCRYPTION_KEY is not urlsafe base64") from exc
+    if len(key) != 32:
+        raise KeyConfigurationError("ENCRYPTION_KEY must decode to 32 bytes")
+    return AESGCM(key)
+
+
+def encrypt_private_key(kid: str, pem: bytes) -> bytes:
+    """Encrypt a private PEM with AES-256-GCM, binding it to its ``kid``."""
+    nonce = secrets.token_bytes(12)
+    return nonce + _aead().encrypt(nonce, pem, kid.encode())
+
+
+def decrypt_private_key(kid: str, blob: bytes) -> bytes:
+    """Decrypt what ``encrypt_private_key`` produced."""
+    return _aead().decrypt(blob[:12], blob[12:], kid.encode())
+
+
+def _new_private_key(alg: str):
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported signing algorithm {alg!r}; choose one of {ALGORITHMS}")
+
+
+def public_jwk(private_key, kid: str, alg: str) -> dict:
+    """The public JWK of a key, with ``kid``, ``alg`` and ``use``."""
+    public = private_key.public_key()
+    if alg == "RS256":
+        jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif alg == "ES256":
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    # RFC 7517 §4.3: "use" and "key_ops" SHOULD NOT be used together; we publish "use".
+    return {name: value for name, value in jwk.items()
+            if name not in PRIVATE_JWK_MEMBERS and name != "key_ops"}
+
+
+def create_signing_key(alg: str | None = None, state: str = NEXT) -> SigningKey:
+    """Create a key in ``state`` and add it to the session (the caller commits)."""
+    alg = alg or current_app.config["SIGNING_ALG"]
+    private_key = _new_private_key(alg)
+    kid = secrets.token_urlsafe(16)
+    pem = private_key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    now = utcnow()
+    key = SigningKey(kid=kid, alg=alg, state=state, public_jwk=public_jwk(private_key, kid, alg),
+                     private_key_encrypted=encrypt_private_key(kid, pem), created_at=now,
+                     activated_at=now if state == ACTIVE else None)
+    db.session.add(key)
+    return key
+
+
+def retention() -> timedelta:
+    """How long a retired key stays published: the longest token lifetime plus leeway."""
+    config = current_app.config
+    return timedelta(seconds=config["MAX_ACCESS_TOKEN_TTL"] + config["LEEWAY"])
+
+
+def _lock_keys() -> None:
+    """Serialise rotations across processes (PostgreSQL); SQLite writers are serial anyway."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(7342001)"))
+
+
+def ensure_signing_keys(alg: str | None = None) -> bool:
+    """Create an active and a next key when there is no active key; True if it created any."""
+    _lock_keys()
+    if db.session.scalar(sa.select(SigningKey).where(SigningKey.state == ACTIVE)) is not None:
+        db.session.commit()
+        return False
+    create_signing_key(alg, state=ACTIVE)
+    create_signing_key(alg, state=NEXT)
+    db.session.commit()
+    return True
+
+
+def rotate_signing_keys(alg: str | None = None) -> SigningKey:
+    """Promote the published ``next`` key to active, retire the old one, publish a new next.
+
+    Returns the newly active key. Concurrent rotations are serialised, so there is always
+    exactly one active key.
+    """
+    _lock_keys()
+    now = utcnow()
+    keys = db.session.scalars(sa.select(SigningKey).where(SigningKey.state.in_((NEXT, ACTIVE)))
+                              .order_by(SigningKey.created_at)).all()
+    upcoming = next((key for key in keys if key.state == NEXT), None)
+    for key in keys:
+        if key.state == ACTIVE:
+            key.state, key.retired_at, key.publish_until = RETIRED, now, now + retention()
+    if upcoming is None:
+        upcoming = create_signing_key(alg, state=NEXT)
+    upcoming.state, upcoming.activated_at = ACTIVE, now
+    create_signing_key(alg, state=NEXT)
+    db.session.commit()
+    _active_cache().clear()
+    return upcoming
+
+
+def published_keys() -> list[SigningKey]:
+    """Keys in the JWKS: next, active, and retired ones still inside their retention."""
+    now = utcnow()
+    return db.session.scalars(
+        sa.select(SigningKey)
+        .where(sa.or_(SigningKey.state.in_((NEXT, ACTIVE)), SigningKey.publish_until > now))
+        .order_by(SigningKey.created_at)
+    ).all()
+
+
+def jwks() -> dict:
+    """The public JWK Set (RFC 7517 §5): public members only (SECURITY.md JW01)."""
+    return {"keys": [dict(key.public_jwk) for key in published_keys()]}
+
+
+def list_signing_keys() -> list[SigningKey]:
+    """All keys, newest first (for the CLI)."""
+    return db.session.scalars(sa.select(SigningKey).order_by(SigningKey.created_at.desc())).all()
+
+
+class _ActiveKeyCache:
+    """Per-process cache: parsed key objects by ``kid``, plus the active kid for a few seconds."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._parsed: dict[str, LoadedKey] = {}
+        self._active: tuple[str, float] | None = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._active = None
+
+    def get(self) -> LoadedKey:
+        ttl = current_app.config["SIGNING_KEY_CACHE_SECONDS"]
+        with self._lock:
+            active = self._active
+        if active is not None and time.monotonic() - active[1] < ttl and active[0] in self._parsed:
+            return self._parsed[active[0]]
+        row = db.session.scalar(sa.select(SigningKey).where(SigningKey.state == ACTIVE)
+                                .order_by(SigningKey.activated_at.desc()).limit(1))
+        if row is None:
+            raise KeyConfigurationError("no active signing key: run `authserver init`")
+        loaded = self._parsed.get(row.kid)
+        if loaded is None:
+            pem = decrypt_private_key(row.kid, row.private_key_encrypted)
+            loaded = LoadedKey(row.kid, row.alg, serialization.load_pem_private_key(pem, None))
+        with self._lock:
+            self._parsed[row.kid] = loaded
+            self._active = (row.kid, time.monotonic())
+        return loaded
+
+
+def _active_cache() -> _ActiveKeyCache:
+    """This app's cache (one per app, so test apps on different databases never mix)."""
+    return current_app.extensions.setdefault("authserver.signing_keys", _ActiveKeyCache())
+
+
+def active_signing_key() -> LoadedKey:
+    """The key to sign with now, parsed once and cached by ``kid``."""
+    return _active_cache().get()
+
+
+def describe(key: SigningKey) -> dict:
+    """A JSON-ready summary of a key (never its private part)."""
+    from .clock import isoformat
+
+    return {"kid": key.kid, "alg": key.alg, "state": key.state,
+            "created_at": isoformat(key.created_at), "activated_at": isoformat(key.activated_at),
+            "retired_at": isoformat(key.retired_at), "publish_until": isoformat(key.publish_until)}
