@@ -9,13 +9,14 @@ from flask import Flask
 from .config import instance_path_from_environment, load_config
 
 
-def create_app(test_config: dict | None = None, *,
+def create_app(test_config: dict | None = None, *, instance_path: str | None = None,
                default_issuer: str = "http://127.0.0.1:5000") -> Flask:
     """Create and wire the application; creates no schema and no keys (see ``authserver init``).
 
-    ``default_issuer`` is used when no configuration layer sets ``ISSUER``.
+    ``instance_path`` overrides AUTHSERVER_INSTANCE_PATH; ``default_issuer`` is used when no
+    configuration layer sets ``ISSUER``.
     """
-    app = Flask(__name__, instance_path=instance_path_from_environment(),
+    app = Flask(__name__, instance_path=instance_path or instance_path_from_environment(),
                 instance_relative_config=True)
     load_config(app, test_config, default_issuer)
     os.makedirs(app.instance_path, exist_ok=True)

@@ -27,6 +27,8 @@ ENCRYPTION_KEY = None
 SECRET_KEY = None
 #: Algorithm of newly created signing keys: RS256, ES256 or EdDSA.
 SIGNING_ALG = "RS256"
+#: RSA modulus size for RS256 keys (>= 2048).
+RSA_KEY_SIZE = 2048
 #: How long a process keeps using the signing key it looked up before asking the
 #: database again. Harmless after a rotation: the previous key stays published.
 SIGNING_KEY_CACHE_SECONDS = 5.0

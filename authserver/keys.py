@@ -75,7 +75,10 @@ def decrypt_private_key(kid: str, blob: bytes) -> bytes:
 
 def _new_private_key(alg: str):
     if alg == "RS256":
-        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        # 2048 bits (RFC 7518 §3.3 minimum, NIST through 2030): signing cost is what caps
+        # the token endpoint, and 3072 bits costs about three times as much per token.
+        return rsa.generate_private_key(public_exponent=65537,
+                                        key_size=current_app.config["RSA_KEY_SIZE"])
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     if alg == "EdDSA":
