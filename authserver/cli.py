@@ -11,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from . import api_keys as api_key_service
 from . import clients as client_service
 from . import keys
 from .db import db, upgrade_database
@@ -225,6 +226,108 @@ def clients_rotate_secret(client_id, grace_period, as_json):
     data = client_service.describe(client)
     data["client_secret"] = secret
     emit(data, as_json, _client_lines)
+
+
+# --- API keys --------------------------------------------------------------------------
+
+@main.group("api-keys")
+def api_keys_group():
+    """Static API keys (sent as `Authorization: App <key>`)."""
+
+
+def _key_lines(data: dict) -> list[str]:
+    return [f"{key}: {', '.join(value) if isinstance(value, list) else value}"
+            for key, value in data.items()]
+
+
+@api_keys_group.command("create")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--scope", required=True, help='Scopes, space-separated: "s1 s2".')
+@click.option("--valid-from", default=None, help="ISO 8601 with Z or offset (default: now).")
+@click.option("--valid-to", default=None, help="ISO 8601 with Z or offset (default: a year on).")
+@click.option("--allowed-ip", "allowed_ips", multiple=True,
+              help="Allowed caller address or CIDR range (repeatable; none = any).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def api_keys_create(name, scope, valid_from, valid_to, allowed_ips, as_json):
+    """Create a key; its secret (apiKeySecret) is printed once."""
+    try:
+        record, secret = api_key_service.create_api_key(
+            name=name, scopes=scope, actor=CLI_ACTOR, valid_from=valid_from,
+            valid_to=valid_to, allowed_ips=list(allowed_ips))
+    except ValidationError as exc:
+        fail(exc)
+    data = api_key_service.describe(record)
+    data = {"id": data.pop("id"), "apiKeySecret": secret, **data}
+    emit(data, as_json, _key_lines)
+
+
+@api_keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def api_keys_list(as_json):
+    """List keys (never their secrets)."""
+    rows, _ = api_key_service.list_api_keys(size=10**9)
+    data = [api_key_service.describe(record) for record in rows]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for row in data:
+        state = "enabled" if row["enabled"] else "disabled"
+        click.echo(f"{row['id']}  {state:<8}  {row['name']}  until {row['validTo']}  "
+                   f"[{' '.join(row['scopeGuids'])}]")
+
+
+@api_keys_group.command("show")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def api_keys_show(key_id, as_json):
+    """Show one key."""
+    try:
+        emit(api_key_service.describe(api_key_service.get_api_key(key_id)), as_json, _key_lines)
+    except NotFoundError as exc:
+        fail(exc)
+
+
+@api_keys_group.command("update")
+@click.argument("key_id")
+@click.option("--name", default=None)
+@click.option("--scope", default=None, help='Replace the scopes: "s1 s2" ("" = none).')
+@click.option("--valid-from", default=None)
+@click.option("--valid-to", default=None)
+@click.option("--allowed-ip", "allowed_ips", multiple=True,
+              help="Replace the allowlist (repeatable).")
+@click.option("--clear-allowed-ips", is_flag=True, help="Allow any address.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def api_keys_update(key_id, name, scope, valid_from, valid_to, allowed_ips, clear_allowed_ips,
+                    as_json):
+    """Change a key's name, scopes, validity or allowed addresses."""
+    changes = {field: value for field, value in (("name", name), ("validFrom", valid_from),
+                                                 ("validTo", valid_to)) if value is not None}
+    if scope is not None:
+        changes["scopeGuids"] = scope.split(" ") if scope else []
+    if allowed_ips or clear_allowed_ips:
+        changes["allowedIPs"] = list(allowed_ips)
+    try:
+        record = api_key_service.update_api_key(key_id, actor=CLI_ACTOR, changes=changes)
+    except (NotFoundError, ValidationError) as exc:
+        fail(exc)
+    emit(api_key_service.describe(record), as_json, _key_lines)
+
+
+@api_keys_group.command("disable")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def api_keys_disable(key_id, as_json):
+    """Disable (revoke) a key for good."""
+    try:
+        record = api_key_service.disable_api_key(key_id, actor=CLI_ACTOR)
+    except (NotFoundError, ValidationError) as exc:
+        fail(exc)
+    emit(api_key_service.describe(record), as_json, _key_lines)
 
 
 # --- signing keys ----------------------------------------------------------------------

@@ -196,4 +196,12 @@ def init_app(app: Flask) -> None:
                                               authenticate_client_secret_post)
     authorization.register_client_auth_method("private_key_jwt", authenticate_private_key_jwt)
     if not authorization._token_grants:
+        from .introspection import (
+            IntrospectionEndpoint,
+            RevocationEndpoint,
+            RevocationFeedEndpoint,
+        )
+
         authorization.register_grant(ClientCredentialsGrant)
+        for endpoint in (IntrospectionEndpoint, RevocationEndpoint, RevocationFeedEndpoint):
+            authorization.register_endpoint(endpoint)

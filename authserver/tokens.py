@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jwt
 from flask import current_app
@@ -47,10 +47,10 @@ def encode_access_token(client, scopes: Sequence[str], audience: str) -> dict:
             "scope": scope}
 
 
-def decode_access_token(token: str, published: dict[str, object]) -> dict | None:
+def decode_access_token(token: str, published: Callable[[object], dict]) -> dict | None:
     """Verify a token of ours against the published keys; return its claims or None.
 
-    ``published`` maps ``kid`` to a verification key. Checks signature, ``typ``, ``iss``,
+    ``published(kid)`` returns the kid -> verification key mapping (refreshed for new kids). Checks signature, ``typ``, ``iss``,
     ``exp``/``nbf`` (with leeway) and the RFC 9068 claims; audience is the caller's business.
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
@@ -59,7 +59,7 @@ def decode_access_token(token: str, published: dict[str, object]) -> dict | None
         header = jwt.get_unverified_header(token)
         if str(header.get("typ", "")).lower() not in ("at+jwt", "application/at+jwt"):
             return None
-        key = published.get(header.get("kid"))
+        key = published(header.get("kid")).get(header.get("kid"))
         if key is None or header.get("alg") not in ALGORITHMS or "crit" in header:
             return None
         # Times are checked below against our (injectable) clock, not PyJWT's.

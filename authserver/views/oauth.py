@@ -12,3 +12,21 @@ bp = Blueprint("oauth", __name__)
 def token():
     """RFC 6749 §3.2 token endpoint (client_credentials)."""
     return authorization.create_token_response()
+
+
+@bp.post("/oauth2/introspect")
+def introspect():
+    """RFC 7662 token introspection (JWTs and API keys)."""
+    return authorization.create_endpoint_response("introspection")
+
+
+@bp.post("/oauth2/revoke")
+def revoke():
+    """RFC 7009 token revocation (JWTs by jti, API keys)."""
+    return authorization.create_endpoint_response("revocation")
+
+
+@bp.post("/oauth2/revocations")
+def revocation_feed():
+    """Revoked jtis after a cursor, for resource servers holding tokens:introspect."""
+    return authorization.create_endpoint_response("revocation_feed")
