@@ -16,6 +16,7 @@ def test_introspect_revoke_feed(app, client, oauth_clients, get_token):
     with app.app_context():
         record, secret = api_keys.create_api_key(name="k", scopes="sms:message:send", actor="t",
                                                  allowed_ips=["127.0.0.1"])
+        key_id = record.id
     answer = client.post("/oauth2/introspect", data={"token": secret}, headers=rs)
     assert answer.json["active"] is True and answer.json["allowed_ips"] == ["127.0.0.1"]
     revoked = client.post("/oauth2/revoke", data={"token": token},
@@ -26,6 +27,6 @@ def test_introspect_revoke_feed(app, client, oauth_clients, get_token):
     feed = client.post("/oauth2/revocations", data={"after": "0"}, headers=rs)
     assert feed.status_code == 200 and len(feed.json["revocations"]) == 1
     with app.app_context():
-        api_keys.disable_api_key(record.id, actor="t")
+        api_keys.disable_api_key(key_id, actor="t")
     answer = client.post("/oauth2/introspect", data={"token": secret}, headers=rs)
     assert answer.json == {"active": False}
