@@ -36,7 +36,8 @@ def parse_network(text: str) -> Network:
     if "/" not in text:
         return ipaddress.ip_network(parse_address(text))
     host, _, prefix = text.partition("/")
-    if not prefix.isdigit() or (len(prefix) > 1 and prefix.startswith("0")):
+    # ASCII digits only: str.isdigit() also admits Arabic-Indic digits, which int() reads.
+    if not (prefix.isascii() and prefix.isdigit()) or (len(prefix) > 1 and prefix.startswith("0")):
         raise ValueError("bad prefix length")
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from flask import current_app
@@ -34,6 +34,8 @@ KEY_ID_RE = re.compile(r"^[0-9A-F]{32}$")
 DEFAULT_VALIDITY = timedelta(days=365)
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 UPDATABLE = ("name", "scopeGuids", "allowedIPs", "validFrom", "validTo", "enabled")
+#: Timestamps at or after this are refused: a year's default validity must still fit in datetime.
+LATEST_TIMESTAMP = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 def _base62(number: int, length: int) -> str:
@@ -108,12 +110,17 @@ def _parse_time(value: object, field: str, errors: dict) -> datetime | None:
         if value.tzinfo is None:
             errors.setdefault(field, []).append("needs a UTC offset or Z")
             return None
-        return value
-    try:
-        return parse_isoformat(value)
-    except (ValueError, TypeError):
-        errors.setdefault(field, []).append("an ISO 8601 timestamp with Z or an offset")
+        parsed = value
+    else:
+        try:
+            parsed = parse_isoformat(value)
+        except (ValueError, TypeError, OverflowError):  # OverflowError: beyond year 1..9999 in UTC
+            errors.setdefault(field, []).append("an ISO 8601 timestamp with Z or an offset")
+            return None
+    if parsed >= LATEST_TIMESTAMP:
+        errors.setdefault(field, []).append(f"must be before {isoformat(LATEST_TIMESTAMP)}")
         return None
+    return parsed
 
 
 def _validate_window(valid_from, valid_to, errors: dict, created_at: datetime) -> None:

@@ -373,9 +373,13 @@ def signing_keys_rotate(alg, as_json):
 @click.option("--workers", default=2, type=int, show_default=True)
 def serve_command(host, port, workers):
     """Run the server under gunicorn; the issuer defaults to http://HOST:PORT."""
-    from .serving import run
+    from functools import partial
 
-    run(host, port, workers)
+    from . import create_app
+    from .serving import bind_address, run
+
+    run(partial(create_app, default_issuer=f"http://{bind_address(host, port)}"),
+        host, port, workers)
 
 
 def register_extra_commands() -> None:

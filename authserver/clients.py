@@ -157,6 +157,7 @@ def get_client(client_id: str) -> Client:
 
 def query_client(client_id: object) -> Client | None:
     """Look a client up by ``client_id`` (None for unknown or malformed ids)."""
+    # PostgreSQL text cannot hold NUL: such an id would be a driver error (500), not a miss.
     if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
         return None
     return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))

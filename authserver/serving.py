@@ -1,16 +1,19 @@
-"""``authserver serve``: the app under gunicorn."""
+"""Running a Flask app factory under gunicorn (``authserver serve``, ``resource-demo serve``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 
 class GunicornApplication(BaseApplication):
-    """Gunicorn with the app factory called in each worker (no shared state before fork)."""
+    """Gunicorn calling ``factory`` in each worker (nothing shared before the fork)."""
 
-    def __init__(self, options: dict, default_issuer: str):
+    def __init__(self, options: dict, factory: Callable[[], Flask]):
         self.options = options
-        self.default_issuer = default_issuer
+        self.factory = factory
         super().__init__()
 
     def load_config(self):
@@ -18,15 +21,17 @@ class GunicornApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from . import create_app
-
-        return create_app(default_issuer=self.default_issuer)
+        return self.factory()
 
 
-def run(host: str, port: int, workers: int) -> None:
+def bind_address(host: str, port: int) -> str:
+    """host:port, with IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run(factory: Callable[[], Flask], host: str, port: int, workers: int) -> None:
     """Serve until SIGTERM; in-flight requests finish within the graceful timeout."""
-    display_host = f"[{host}]" if ":" in host else host
-    options = {"bind": f"{display_host}:{port}", "workers": workers, "worker_class": "sync",
+    options = {"bind": bind_address(host, port), "workers": workers, "worker_class": "sync",
                "graceful_timeout": 30, "timeout": 30, "accesslog": "-",
                "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'}
-    GunicornApplication(options, default_issuer=f"http://{display_host}:{port}").run()
+    GunicornApplication(options, factory).run()

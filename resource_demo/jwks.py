@@ -56,7 +56,7 @@ class UnknownKey(JWKSError):
 
 
 class MetadataError(JWKSError):
-    """The issuer's RFC 8414 metadata is unusable (wrong ``issuer``, no ``jwks_uri``): a configuration error."""
+    """The issuer's RFC 8414 metadata is wrong (``issuer`` mismatch, no ``jwks_uri``): misconfiguration."""
 
 
 class _FetchFailed(Exception):
@@ -80,9 +80,9 @@ def check_http_url(url: str) -> None:
 def _get_document(
     session: requests.Session, url: str, *, timeout: float, max_bytes: int
 ) -> tuple[bytes, Mapping[str, str]]:
-    """GET ``url`` streaming, within ``timeout`` per network step and for the whole body, at most ``max_bytes``.
+    """GET ``url`` streaming: ``timeout`` per network step and for the whole body, at most ``max_bytes``.
 
-    Raises ``_FetchFailed`` for any network error, non-200 status (redirects are not followed) or size.
+    Raises ``_FetchFailed`` on any network error, a non-200 status (redirects are not followed) or size.
     """
     deadline = time.monotonic() + timeout
     try:
@@ -114,10 +114,10 @@ def metadata_url(issuer: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, METADATA_WELL_KNOWN + path, "", ""))
 
 
-def discover_jwks_uri(
+def discover_metadata(
     issuer: str, session: requests.Session | None = None, timeout: float = 3.0
-) -> str:
-    """Return ``jwks_uri`` from the issuer's RFC 8414 metadata, checking its ``issuer`` member exactly.
+) -> dict[str, Any]:
+    """Fetch the issuer's RFC 8414 metadata, checking ``issuer`` exactly and ``jwks_uri``.
 
     Raises ``JWKSUnavailable`` when the metadata cannot be fetched, ``MetadataError`` when it is wrong.
     """
@@ -139,7 +139,7 @@ def discover_jwks_uri(
         raise MetadataError("metadata is not a JSON object")
     # RFC 8414 §3.3: the issuer value returned MUST be identical to the issuer identifier used.
     if metadata.get("issuer") != issuer:
-        raise MetadataError(f"metadata issuer {metadata.get('issuer')!r} is not {issuer!r}")
+        raise MetadataError(f"metadata issuer {metadata.get('issuer')!r:.100} is not {issuer!r}")
     jwks_uri = metadata.get("jwks_uri")
     if not isinstance(jwks_uri, str):
         raise MetadataError("metadata has no jwks_uri")
@@ -149,7 +149,14 @@ def discover_jwks_uri(
         raise MetadataError(str(exc)) from exc
     if urlsplit(issuer).scheme == "https" and urlsplit(jwks_uri).scheme != "https":
         raise MetadataError(f"jwks_uri {jwks_uri!r} downgrades to http")
-    return jwks_uri
+    return metadata
+
+
+def discover_jwks_uri(
+    issuer: str, session: requests.Session | None = None, timeout: float = 3.0
+) -> str:
+    """Return ``jwks_uri`` from the issuer's RFC 8414 metadata (see ``discover_metadata``)."""
+    return discover_metadata(issuer, session, timeout)["jwks_uri"]
 
 
 def parse_jwk(jwk: Any) -> jwt.PyJWK:

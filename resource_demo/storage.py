@@ -12,7 +12,7 @@ import itertools
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -57,7 +57,7 @@ def _compact(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-@dataclass
+@dataclass(eq=False)
 class SmsRecord:
     """One outbound SMS to one destination."""
 
@@ -177,23 +177,25 @@ class DemoStore:
                     found.append(record)
             return [r.to_log() for r in found], None
 
-    def take_reports(self, match: Callable[[SmsRecord], bool], limit: int) -> list[dict]:
-        """Hand out (and forget) up to ``limit`` delivery reports, oldest first."""
+    def take_reports(self, match: Callable[[SmsRecord], bool], limit: int, *,
+                     consume: bool = True) -> list[dict]:
+        """Hand out (and forget, if ``consume``) up to ``limit`` delivery reports, oldest first."""
         with self._lock:
             self._release_due(self._clock())
-            taken = _take(self._reports, match, limit)
+            taken = _take(self._reports, match, limit, consume)
             return [r.to_report() for r in taken]
 
     # -- scheduled bulks --------------------------------------------------------------
 
-    def get_bulk(self, bulk_id: str) -> Bulk | None:
-        """The scheduled bulk with this id, or None."""
+    def get_bulk(self, bulk_id: str) -> dict | None:
+        """The scheduled bulk with this id (``SmsBulkResponse`` shape), or None."""
         with self._lock:
             self._release_due(self._clock())
-            return self._bulks.get(bulk_id)
+            bulk = self._bulks.get(bulk_id)
+            return bulk and {"bulkId": bulk.bulk_id, "sendAt": format_timestamp(bulk.send_at)}
 
-    def set_bulk_status(self, bulk_id: str, status: str) -> Bulk | None:
-        """Pause, resume or cancel a scheduled bulk; None if unknown.
+    def set_bulk_status(self, bulk_id: str, status: str) -> dict | None:
+        """Pause, resume or cancel a scheduled bulk (``SmsBulkStatusResponse``); None if unknown.
 
         Raises ValueError when the bulk's current status does not allow the change.
         """
@@ -208,7 +210,8 @@ class DemoStore:
                 bulk.status = status
                 if status == "CANCELED":
                     bulk.pending.clear()
-            return bulk
+                self._release_due(self._clock())  # a resumed bulk may be due already
+            return {"bulkId": bulk.bulk_id, "status": bulk.status}
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -217,10 +220,12 @@ class DemoStore:
         with self._lock:
             self._inbound.append(message)
 
-    def take_inbound(self, match: Callable[[dict], bool], limit: int) -> tuple[list[dict], int]:
-        """Hand out (and forget) up to ``limit`` inbound messages; also how many remain."""
+    def take_inbound(self, match: Callable[[dict], bool], limit: int, *,
+                     consume: bool = True) -> tuple[list[dict], int]:
+        """Hand out (and forget, if ``consume``) up to ``limit`` inbound messages; also how
+        many remain."""
         with self._lock:
-            taken = _take(self._inbound, match, limit)
+            taken = _take(self._inbound, match, limit, consume)
             return taken, len(self._inbound)
 
     # -- account ----------------------------------------------------------------------
@@ -238,9 +243,10 @@ class DemoStore:
         self._reports.append(record)
 
     def _keep_bulk(self, bulk: Bulk) -> None:
-        # Bound memory: forget the oldest bulks while pending messages exceed the cap.
+        # Bound memory: forget the oldest bulks while there are too many or too many
+        # messages wait in them.
         waiting = sum(len(b.pending) for b in self._bulks.values()) + len(bulk.pending)
-        while self._bulks and waiting > self._max:
+        while self._bulks and (waiting > self._max or len(self._bulks) >= self._max):
             _, oldest = self._bulks.popitem(last=False)
             waiting -= len(oldest.pending)
         self._bulks[bulk.bulk_id] = bulk
@@ -249,15 +255,20 @@ class DemoStore:
         for bulk in self._bulks.values():
             if bulk.status != "PENDING" or not bulk.pending:
                 continue
-            due = [r for r in bulk.pending if r.send_at is None or r.send_at <= now]
-            for record in due:
-                self._deliver(record, now)
-            bulk.pending = [r for r in bulk.pending if r not in due]
-            if not bulk.pending:
+            waiting = []
+            for record in bulk.pending:
+                if record.send_at is None or record.send_at <= now:
+                    self._deliver(record, now)
+                else:
+                    waiting.append(record)
+            bulk.pending = waiting
+            if not waiting:
                 bulk.status = "FINISHED"
 
 
-def _take(queue: deque, match: Callable, limit: int) -> list:
+def _take(queue: deque, match: Callable, limit: int, consume: bool) -> list:
+    if not consume:
+        return [item for item in queue if match(item)][:limit]
     taken, kept = [], []
     while queue:
         item = queue.popleft()
@@ -294,7 +305,37 @@ def seed_inbound(store: DemoStore, *, sender: str, to: str, text: str,
     return message
 
 
-def iter_matching(items: Iterable[dict], **filters: object) -> list[dict]:
-    """Items whose keys equal every non-None filter value (used for the static directories)."""
-    wanted = {k: v for k, v in filters.items() if v is not None}
-    return [item for item in items if all(item.get(k) == v for k, v in wanted.items())]
+# Static directory data for the people and forms endpoints (read-only).
+PEOPLE: list[dict] = [
+    {"id": 1001, "externalId": "crm-1001", "firstName": "Ana", "lastName": "Horvat",
+     "gender": "FEMALE", "birthDate": "1990-04-12", "city": "Zagreb", "country": "Croatia",
+     "origin": "API", "modifiedFrom": "API", "tags": ["VIP"], "customAttributes": {},
+     "createdAt": "2026-01-05T09:30:00.000Z", "modifiedAt": "2026-02-11T16:02:00.000Z",
+     "contactInformation": {"phone": [{"number": "385911234567"}],
+                            "email": [{"address": "ana.horvat@example.com"}]}},
+    {"id": 1002, "externalId": "crm-1002", "firstName": "Luka", "lastName": "Novak",
+     "gender": "MALE", "city": "Split", "country": "Croatia", "origin": "API",
+     "modifiedFrom": "API", "tags": [], "customAttributes": {"plan": "basic"},
+     "createdAt": "2026-01-06T10:00:00.000Z", "modifiedAt": "2026-01-06T10:00:00.000Z",
+     "contactInformation": {"phone": [{"number": "385981112233"}], "email": []}},
+]
+
+_CONTACT_FORM_ELEMENTS = [
+    {"component": "TEXT", "fieldId": "first_name", "personField": "firstName",
+     "label": "First name", "isRequired": True, "isHidden": False},
+    {"component": "EMAIL", "fieldId": "email", "personField": "email", "label": "Email",
+     "isRequired": True, "isHidden": False},
+    {"component": "SUBMIT_BUTTON", "label": "Subscribe", "isRequired": False, "isHidden": False},
+]
+FORMS: list[dict] = [
+    {"id": "5f3e7d0c-9a61-4f4e-a1b4-2d6c1f0e8a11", "name": "Newsletter opt-in",
+     "elements": _CONTACT_FORM_ELEMENTS, "createdAt": "2026-01-10T08:00:00.000Z",
+     "updatedAt": "2026-01-12T08:00:00.000Z",
+     "actionAfterSubmission": {"type": "MESSAGE", "value": "Thank you for subscribing!"},
+     "resubmitEnabled": False, "formType": "OPT_IN", "formStatus": "ACTIVE"},
+    {"id": "0b9d2f4e-77c1-4c3a-9e55-6a8f2b1d3c22", "name": "Newsletter opt-out",
+     "elements": _CONTACT_FORM_ELEMENTS[1:], "createdAt": "2026-01-10T08:05:00.000Z",
+     "updatedAt": "2026-01-10T08:05:00.000Z",
+     "actionAfterSubmission": {"type": "MESSAGE", "value": "You are unsubscribed."},
+     "resubmitEnabled": True, "formType": "OPT_OUT", "formStatus": "DRAFT"},
+]

@@ -114,7 +114,7 @@ class AccessTokenVerifier:
         if not self.algorithms or not self.algorithms <= ASYMMETRIC_ALGORITHMS:
             raise ValueError(f"algorithms must be among {sorted(ASYMMETRIC_ALGORITHMS)}")
         if leeway < 0 or max_token_bytes <= 0:
-            raise ValueError("leeway and max_token_bytes must be positive")
+            raise ValueError("leeway must be >= 0 and max_token_bytes > 0")
         self.issuer = issuer
         self.jwks = jwks
         self.leeway = leeway
@@ -161,6 +161,9 @@ class AccessTokenVerifier:
         segments = token.split(".")
         if len(segments) != 3:
             raise InvalidToken("not a JWS compact serialization (three segments)")
+        # RFC 7515 §2, §7.1: every segment is base64url without padding (no malleable variants).
+        if not all(_BASE64URL.fullmatch(segment) for segment in segments):
+            raise InvalidToken("segment is not unpadded base64url")
         header = self._decode_header(segments[0])
         # RFC 7515 §4.1.11: a critical extension we do not understand MUST be rejected; we understand none.
         if "crit" in header:
@@ -210,8 +213,7 @@ class AccessTokenVerifier:
             raise InvalidToken("scope is not a string")
 
     def _decode_header(self, segment: str) -> dict[str, Any]:
-        # RFC 7515 §2: base64url without padding.
-        if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        if len(segment) % 4 == 1:
             raise InvalidToken("header is not base64url")
         try:
             header = loads_strict(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))

@@ -6,6 +6,7 @@ test_verifier.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -28,6 +29,7 @@ from resource_demo.jwks import (
     MetadataError,
     UnknownKey,
     discover_jwks_uri,
+    discover_metadata,
 )
 
 # --------------------------------------------------------------------------- shared helpers
@@ -61,7 +63,7 @@ class FakeIssuer:
             "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
         )
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
         self._thread.start()
 
     def set(self, path: str, route: Route) -> None:
@@ -108,10 +110,23 @@ class SigningKey:
     private: Any
     public_jwk: dict[str, Any]
 
-    def mint(self, claims: dict[str, Any], typ: str | None = "at+jwt", **headers: Any) -> str:
-        """Sign ``claims`` with this key (``typ=None`` omits the header)."""
-        return jwt.encode(claims, self.private, algorithm=self.alg,
-                          headers={"kid": self.kid, "typ": typ, **headers})
+    def mint(self, claims: dict[str, Any], typ: Any = "at+jwt", **headers: Any) -> str:
+        """Sign ``claims`` under our issuer's usual header (``typ=None`` omits ``typ``)."""
+        header = {"alg": self.alg, "kid": self.kid, **({} if typ is None else {"typ": typ}), **headers}
+        return self.sign(header, claims)
+
+    def sign(self, header: bytes | dict[str, Any], payload: bytes | dict[str, Any]) -> str:
+        """A compact JWS over any header and payload (JSON unless bytes) with this key's algorithm."""
+        segments = [b64(part if isinstance(part, bytes) else json.dumps(part).encode())
+                    for part in (header, payload)]
+        algorithm = jwt.get_algorithm_by_name(self.alg)
+        signature = algorithm.sign(".".join(segments).encode(), algorithm.prepare_key(self.private))
+        return ".".join([*segments, b64(signature)])
+
+
+def b64(data: bytes) -> str:
+    """base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def public_jwk(private: Any, **members: Any) -> dict[str, Any]:
@@ -184,7 +199,7 @@ def issuer_server(jwks_document: dict[str, Any]) -> Iterator[FakeIssuer]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def cache_clock() -> FakeClock:
     """The cache's monotonic clock."""
     return FakeClock()
 
@@ -199,12 +214,12 @@ def session() -> Iterator[requests.Session]:
 
 @pytest.fixture
 def make_cache(
-    issuer_server: FakeIssuer, session: requests.Session, clock: FakeClock
+    issuer_server: FakeIssuer, session: requests.Session, cache_clock: FakeClock
 ) -> Callable[..., JWKSCache]:
     """Build a JWKSCache on the fake issuer's /jwks with the fake clock."""
 
     def factory(**options: Any) -> JWKSCache:
-        return JWKSCache(issuer_server.url + "/jwks", session, clock=clock, **options)
+        return JWKSCache(issuer_server.url + "/jwks", session, clock=cache_clock, **options)
 
     return factory
 
@@ -281,17 +296,23 @@ def test_duplicate_kids_are_refused(make_cache, issuer_server, keys):
     issuer_server.set_json("/jwks", {"keys": [
         keys["rsa"].public_jwk, public_jwk(keys["rsa2"].private, kid="rsa-1"), keys["ec"].public_jwk]})
     cache = make_cache()
+    assert cache.refresh()
     assert cache.kids == {"ec-1"}
 
 
 # --------------------------------------------------------------------------- bad documents (RL3)
 
 
-def _five_megabytes() -> Iterator[bytes]:
-    yield b'{"keys": [], "pad": "'
-    for _ in range(80):
-        yield b"x" * 65536
-    yield b'"}'
+def padded_set(keys: dict[str, SigningKey], pad_chunks: int) -> Callable[[], Iterator[bytes]]:
+    """A good JWK Set streamed with ``pad_chunks`` × 64 KiB of padding: only the size cap refuses it."""
+
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps({"keys": [k.public_jwk for k in keys.values()]})[:-1].encode() + b', "pad": "'
+        for _ in range(pad_chunks):
+            yield b"x" * 65536
+        yield b'"}'
+
+    return chunks
 
 
 def _private_set(keys: dict[str, SigningKey]) -> dict[str, Any]:
@@ -316,17 +337,17 @@ BAD_DOCUMENTS = [
                  id="deeply-nested"),
     pytest.param(lambda keys: Route(body=b'{"keys": [\xff\xfe]}'), id="not-utf8"),
     pytest.param(lambda keys: Route(body=b'{"keys": [{"kty": "RSA"'), id="truncated"),
-    pytest.param(lambda keys: Route(body=b"".join(_five_megabytes())), id="5MB-content-length"),
-    pytest.param(lambda keys: Route(chunks=_five_megabytes), id="5MB-chunked"),
+    pytest.param(lambda keys: Route(body=b"".join(padded_set(keys, 80)())), id="5MB-content-length"),
+    pytest.param(lambda keys: Route(chunks=padded_set(keys, 80)), id="5MB-chunked"),
 ]
 
 
 @pytest.mark.parametrize("bad_route", BAD_DOCUMENTS)
-def test_RL3_bad_refresh_keeps_last_good_set(bad_route, make_cache, issuer_server, clock, keys, caplog):
+def test_RL3_bad_refresh_keeps_last_good_set(bad_route, make_cache, issuer_server, cache_clock, keys, caplog):
     cache = make_cache()
     assert cache.get_key("rsa-1")
     issuer_server.set("/jwks", bad_route(keys))
-    clock.advance(301)
+    cache_clock.advance(301)
     with caplog.at_level(logging.WARNING, logger="resource_demo.jwks"):
         assert cache.get_key("rsa-1").algorithm_name == "RS256"
         assert cache.get_key("ed-1").algorithm_name == "EdDSA"
@@ -342,7 +363,16 @@ def test_RL3_bad_document_on_cold_start_is_unavailable(bad_route, make_cache, is
         make_cache().get_key("rsa-1")
 
 
-def test_RL3_cold_start_down_then_recovery_without_hot_loop(make_cache, issuer_server, clock, jwks_document):
+def test_size_cap_is_a_limit_not_a_guess(make_cache, issuer_server, keys):
+    issuer_server.set("/jwks", Route(chunks=padded_set(keys, 15)))  # just under 1 MiB
+    assert make_cache().get_key("rsa-1")
+    issuer_server.set("/jwks", Route(chunks=padded_set(keys, 17)))  # just over
+    with pytest.raises(JWKSUnavailable):
+        make_cache().get_key("rsa-1")
+
+
+def test_RL3_cold_start_down_then_recovery_without_hot_loop(make_cache, issuer_server, cache_clock,
+                                                            jwks_document):
     issuer_server.set("/jwks", Route(status=503))
     cache = make_cache()
     for _ in range(50):
@@ -351,38 +381,44 @@ def test_RL3_cold_start_down_then_recovery_without_hot_loop(make_cache, issuer_s
     assert issuer_server.hits["/jwks"] == 1  # failures wait out the cooldown too
     assert not cache.refresh()
     issuer_server.set_json("/jwks", jwks_document)
-    clock.advance(10)
+    cache_clock.advance(10)
     assert cache.get_key("rsa-1").algorithm_name == "RS256"
     assert issuer_server.hits["/jwks"] == 2
 
 
-def test_RL3_stale_keys_served_up_to_max_staleness(make_cache, issuer_server, clock, jwks_document):
+def test_RL3_stale_keys_served_up_to_max_staleness(make_cache, issuer_server, cache_clock, jwks_document):
     cache = make_cache()
     cache.get_key("rsa-1")
     issuer_server.set("/jwks", Route(status=500))
-    clock.advance(24 * 3600 - 1)
+    cache_clock.advance(24 * 3600 - 1)
     assert cache.get_key("rsa-1")
-    clock.advance(1)
+    cache_clock.advance(1)
     with pytest.raises(JWKSUnavailable):
         cache.get_key("rsa-1")
     issuer_server.set_json("/jwks", jwks_document)
-    clock.advance(10)
+    cache_clock.advance(10)
     assert cache.get_key("rsa-1")
 
 
-def test_RL3_unknown_kid_while_issuer_down_is_unavailable_not_unknown(make_cache, issuer_server, clock):
+def test_RL3_unknown_kid_while_issuer_down_is_unavailable_not_unknown(make_cache, issuer_server, cache_clock):
     cache = make_cache()
     cache.get_key("rsa-1")
     issuer_server.set("/jwks", Route(status=500))
-    clock.advance(11)
+    cache_clock.advance(11)
     with pytest.raises(JWKSUnavailable):
         cache.get_key("rotated-while-down")
     assert cache.get_key("rsa-1")  # known keys keep working
 
 
+def _drip_feed() -> Iterator[bytes]:
+    for _ in range(100):
+        yield b" "
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("route", [
     pytest.param(Route(delay=10.0), id="no-response"),
-    pytest.param(Route(chunks=lambda: (b" " for _ in range(100) if not time.sleep(0.1))), id="drip-feed"),
+    pytest.param(Route(chunks=_drip_feed), id="drip-feed"),
 ])
 def test_RL3_slow_server_hits_the_timeout(route, make_cache, issuer_server):
     issuer_server.set("/jwks", route)
@@ -393,8 +429,172 @@ def test_RL3_slow_server_hits_the_timeout(route, make_cache, issuer_server):
     assert time.monotonic() - started < 2.0
 
 
-def test_RL3_issuer_unreachable(session, clock):
-    with FakeIssuer() as_ if False else _closed_port() as url:
-        cache = JWKSCache(url + "/jwks", session, clock=clock, timeout=0.5)
-        with pytest.raises(JWKSUnavailable):
-            cache.get_key("rsa-1")
+def test_RL3_connection_refused(session, cache_clock):
+    server = FakeIssuer()
+    server.close()
+    cache = JWKSCache(server.url + "/jwks", session, clock=cache_clock, timeout=0.5)
+    with pytest.raises(JWKSUnavailable):
+        cache.get_key("rsa-1")
+
+
+# --------------------------------------------------------------------------- refetch policy (RL2, RL3)
+
+
+def test_RL3_unknown_kid_storm_fetches_at_most_once_per_cooldown(make_cache, issuer_server, cache_clock):
+    cache = make_cache()
+    cache.get_key("rsa-1")
+    for round_ in range(3):
+        for i in range(1000):
+            with pytest.raises(UnknownKey):
+                cache.get_key(f"forged-{round_}-{i}")
+        assert issuer_server.hits["/jwks"] == 1 + round_
+        cache_clock.advance(10)
+
+
+def test_RL3_unknown_kid_storm_across_threads(make_cache, issuer_server, cache_clock):
+    cache = make_cache()
+    cache.get_key("rsa-1")
+    cache_clock.advance(10)
+
+    def attempt(i: int) -> str:
+        try:
+            cache.get_key(f"forged-{i}")
+        except UnknownKey:
+            return "unknown"
+        return "found"
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = Counter(pool.map(attempt, range(1000)))
+    assert outcomes == {"unknown": 1000}
+    assert issuer_server.hits["/jwks"] == 2
+    assert cache.get_key("rsa-1")  # valid lookups unaffected
+
+
+def test_cold_start_herd_makes_one_request(make_cache, issuer_server, jwks_document):
+    issuer_server.set("/jwks", Route(body=json.dumps(jwks_document).encode(), delay=0.3))
+    cache = make_cache()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        algs = set(pool.map(lambda _: cache.get_key("ec-1").algorithm_name, range(50)))
+    assert algs == {"ES256"}
+    assert issuer_server.hits["/jwks"] == 1
+
+
+def test_RL2_rotated_key_found_after_cooldown(make_cache, issuer_server, cache_clock, jwks_document, keys):
+    cache = make_cache()
+    cache.get_key("rsa-1")
+    issuer_server.set_json("/jwks", {"keys": [*jwks_document["keys"], keys["rsa2"].public_jwk]})
+    with pytest.raises(UnknownKey):
+        cache.get_key("rsa-2")  # within the cooldown of the last fetch
+    cache_clock.advance(10)
+    assert cache.get_key("rsa-2").algorithm_name == "RS256"
+    assert issuer_server.hits["/jwks"] == 2
+
+
+def test_JW05_removed_key_refused_after_one_refresh(make_cache, issuer_server, cache_clock, keys):
+    cache = make_cache()
+    cache.get_key("rsa-1")
+    issuer_server.set_json("/jwks", {"keys": [keys["ec"].public_jwk]})
+    cache_clock.advance(299)
+    assert cache.get_key("rsa-1")
+    cache_clock.advance(1)
+    with pytest.raises(UnknownKey):
+        cache.get_key("rsa-1")
+    assert issuer_server.hits["/jwks"] == 2
+
+
+@pytest.mark.parametrize(("cache_control", "max_age"), [
+    (None, 300),
+    ("max-age=60", 60),
+    ("public, max-age=120, must-revalidate", 120),
+    ('max-age="90"', 90),
+    ("max-age=5", 30),
+    ("max-age=99999999", 3600),
+    ("no-store", 30),
+    ("no-cache, max-age=600", 30),
+    ("max-age=abc", 300),
+    ("s-maxage=60", 300),
+])
+def test_refresh_after_max_age(cache_control, max_age, make_cache, issuer_server, cache_clock, jwks_document):
+    headers = {"Cache-Control": cache_control} if cache_control else {}
+    issuer_server.set_json("/jwks", jwks_document, **headers)
+    cache = make_cache()
+    cache.get_key("rsa-1")
+    cache_clock.advance(max_age - 1)
+    cache.get_key("rsa-1")
+    assert issuer_server.hits["/jwks"] == 1
+    cache_clock.advance(1)
+    cache.get_key("rsa-1")
+    assert issuer_server.hits["/jwks"] == 2
+
+
+def test_refresh_reports_usable_keys(make_cache, issuer_server):
+    cache = make_cache()
+    assert cache.refresh()
+    assert cache.refresh()  # within the cooldown: no second request, keys still usable
+    assert issuer_server.hits["/jwks"] == 1
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/jwks", "/jwks", "gopher://x/",
+                                 "http:///jwks"])
+def test_only_http_urls_are_fetched(url):
+    with pytest.raises(ValueError):
+        JWKSCache(url)
+
+
+# --------------------------------------------------------------------------- RFC 8414 discovery
+
+
+def test_discover_jwks_uri(issuer_server, session):
+    issuer_server.set_json("/.well-known/oauth-authorization-server",
+                           {"issuer": issuer_server.url, "jwks_uri": issuer_server.url + "/jwks"})
+    assert discover_jwks_uri(issuer_server.url, session, timeout=1) == issuer_server.url + "/jwks"
+
+
+def test_discover_metadata_returns_the_whole_document(issuer_server, session):
+    document = {"issuer": issuer_server.url, "jwks_uri": issuer_server.url + "/jwks",
+                "introspection_endpoint": issuer_server.url + "/oauth2/introspect"}
+    issuer_server.set_json("/.well-known/oauth-authorization-server", document)
+    assert discover_metadata(issuer_server.url, session) == document
+
+
+def test_discover_inserts_well_known_before_the_issuer_path(issuer_server, session):
+    issuer = issuer_server.url + "/tenant"
+    issuer_server.set_json("/.well-known/oauth-authorization-server/tenant",
+                           {"issuer": issuer, "jwks_uri": issuer + "/jwks"})
+    assert discover_jwks_uri(issuer, session) == issuer + "/jwks"
+
+
+@pytest.mark.parametrize("metadata", [
+    pytest.param(lambda url: {"issuer": url + "/", "jwks_uri": url + "/jwks"}, id="issuer-trailing-slash"),
+    pytest.param(lambda url: {"issuer": url.upper(), "jwks_uri": url + "/jwks"}, id="issuer-case"),
+    pytest.param(lambda url: {"issuer": "https://evil.example", "jwks_uri": url + "/jwks"},
+                 id="issuer-other"),
+    pytest.param(lambda url: {"issuer": [url], "jwks_uri": url + "/jwks"}, id="issuer-array"),
+    pytest.param(lambda url: {"jwks_uri": url + "/jwks"}, id="issuer-missing"),
+    pytest.param(lambda url: {"issuer": url}, id="jwks-uri-missing"),
+    pytest.param(lambda url: {"issuer": url, "jwks_uri": ["x"]}, id="jwks-uri-array"),
+    pytest.param(lambda url: {"issuer": url, "jwks_uri": "file:///etc/passwd"}, id="jwks-uri-file"),
+    pytest.param(lambda url: {"issuer": url, "jwks_uri": "/jwks"}, id="jwks-uri-relative"),
+    pytest.param(lambda url: [url], id="not-an-object"),
+])
+def test_discover_refuses_wrong_metadata(metadata, issuer_server, session):
+    issuer_server.set_json("/.well-known/oauth-authorization-server", metadata(issuer_server.url))
+    with pytest.raises(MetadataError):
+        discover_jwks_uri(issuer_server.url, session)
+
+
+def test_discover_refuses_html(issuer_server, session):
+    issuer_server.set("/.well-known/oauth-authorization-server", Route(body=b"<html></html>"))
+    with pytest.raises(MetadataError):
+        discover_jwks_uri(issuer_server.url, session)
+
+
+@pytest.mark.parametrize("route", [
+    pytest.param(lambda keys: Route(status=500), id="http-500"),
+    pytest.param(lambda keys: Route(status=404), id="http-404"),
+    pytest.param(lambda keys: Route(chunks=padded_set(keys, 80)), id="5MB"),
+])
+def test_discover_unreachable_metadata_is_unavailable(route, issuer_server, session, keys):
+    issuer_server.set("/.well-known/oauth-authorization-server", route(keys))
+    with pytest.raises(JWKSUnavailable):
+        discover_jwks_uri(issuer_server.url, session)

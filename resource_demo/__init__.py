@@ -1,0 +1,1 @@
+"""resource_demo: the companion resource-server guard and a platform-shaped demo API."""

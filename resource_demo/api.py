@@ -1,0 +1,622 @@
+"""The demo API: platform-shaped endpoints behind the guard, one row of ENDPOINT_SCOPES each.
+
+Bodies follow the platform's public OpenAPI as its official Python client library
+(``infobip-api-python-client``) sends and parses them. Errors use the legacy envelope of
+``resource_demo.errors``; the app must call ``register_error_handlers(app)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from operator import attrgetter
+from typing import Any, NamedTuple, Protocol
+
+from flask import Blueprint, current_app, request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from resource_demo.errors import BadRequest, NotFound
+from resource_demo.storage import (
+    BULK_TRANSITIONS, FORMS, PEOPLE, STATUS_ENROUTE, STATUS_PENDING, Bulk, DemoStore, SmsRecord, new_id,
+)
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_DESTINATIONS = 1000  # per request
+MAX_TEXT = 4096  # characters; bounds what the store keeps
+MAX_SCHEDULE_AHEAD = timedelta(days=180)
+
+
+class EndpointScopes(NamedTuple):
+    """One documented endpoint and the scopes it accepts (any one of them lets a caller in)."""
+
+    method: str
+    path: str
+    scopes: tuple[str, ...]
+    summary: str
+
+
+# SCOPES.md, "SMS endpoints for the demo resource server": the one source for the guard
+# decorators and for GET /scopes.
+ENDPOINT_SCOPES: tuple[EndpointScopes, ...] = (
+    EndpointScopes("POST", "/sms/3/messages",
+                   ("message:send", "sms:message:send", "sms:manage"), "Send SMS message"),
+    EndpointScopes("POST", "/sms/2/text/advanced",
+                   ("message:send", "sms:message:send", "sms:manage"),
+                   "Send SMS message (older version)"),
+    EndpointScopes("GET", "/sms/3/reports",
+                   ("message:send", "sms:message:send", "sms:manage"),
+                   "Get outbound SMS message delivery reports"),
+    EndpointScopes("GET", "/sms/1/inbox/reports",
+                   ("inbound-message:read", "sms:inbound-message:read", "sms:manage"),
+                   "Get inbound SMS messages"),
+    EndpointScopes("GET", "/sms/3/logs", ("sms:logs:read", "sms:manage"),
+                   "Get outbound SMS message logs"),
+    EndpointScopes("POST", "/sms/1/preview", ("sms:manage",), "Preview SMS message"),
+    EndpointScopes("GET", "/sms/1/bulks", ("sms:message:send", "sms:manage"),
+                   "Get scheduled SMS messages"),
+    EndpointScopes("PUT", "/sms/1/bulks/status", ("sms:manage",),
+                   "Update scheduled SMS messages status"),
+    EndpointScopes("GET", "/account/1/balance", ("account-management:manage",),
+                   "Get account balance"),
+    EndpointScopes("POST", "/whatsapp/1/message/text",
+                   ("message:send", "whatsapp:message:send", "whatsapp:manage"),
+                   "Send WhatsApp text message"),
+    EndpointScopes("POST", "/email/3/send",
+                   ("message:send", "email:message:send", "email:manage"), "Send email"),
+    EndpointScopes("GET", "/people/2/persons", ("people:manage", "people:read"), "Get people"),
+    EndpointScopes("GET", "/forms/1/forms", ("forms:manage", "forms:read", "web:sdk"),
+                   "Get forms"),
+)
+
+
+class Guard(Protocol):
+    """What the blueprint needs from ``resource_demo.guard``."""
+
+    def require_any_scope(self, *scopes: str) -> Callable[[Callable], Callable]: ...
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """Parse ISO 8601 (``Z``, ``+00:00`` or ``+0000``); naive means UTC; None if invalid."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object",
+               list: "an array"}
+
+
+class Fields:
+    """Collects validation errors field by field, then raises one BadRequest naming them."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def fail(self, path: str, message: str) -> None:
+        """Record one violation of ``path``."""
+        self.errors.setdefault(path, []).append(message)
+
+    def check(self) -> None:
+        """Raise BadRequest (400, validationErrors) if any field failed."""
+        if self.errors:
+            raise BadRequest(validation_errors=self.errors)
+
+    def get(self, obj: Any, key: str, kind: type, *, at: str = "", required: bool = False,
+            max_len: int | None = None, choices: Iterable[str] | None = None) -> Any:
+        """Read ``obj[key]`` as ``kind``; on a violation record it and return None."""
+        path = f"{at}.{key}" if at else key
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if value is None:
+            if required:
+                self.fail(path, "must not be null")
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            self.fail(path, f"must be {_TYPE_NAMES[kind]}")
+            return None
+        if isinstance(value, str | list):
+            if required and not (value.strip() if isinstance(value, str) else value):
+                blank = "must not be blank" if isinstance(value, str) else "must not be empty"
+                self.fail(path, blank)
+                return None
+            if max_len is not None and len(value) > max_len:
+                self.fail(path, f"size must be at most {max_len}")
+                return None
+        if choices is not None and value not in choices:
+            self.fail(path, "must be one of: " + ", ".join(choices))
+            return None
+        return value
+
+    def timestamp(self, obj: Any, key: str, *, at: str = "") -> datetime | None:
+        """Read an ISO 8601 date-time string."""
+        raw = self.get(obj, key, str, at=at)
+        moment = parse_timestamp(raw) if raw is not None else None
+        if raw is not None and moment is None:
+            self.fail(f"{at}.{key}" if at else key, "must be an ISO 8601 date-time")
+        return moment
+
+    def arg_int(self, name: str, default: int, low: int, high: int) -> int:
+        """Read an integer query argument within [low, high]."""
+        raw = request.args.get(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"-?[0-9]{1,9}", raw):
+            self.fail(name, "must be an integer")
+            return default
+        if not low <= int(raw) <= high:
+            self.fail(name, f"must be between {low} and {high}")
+            return default
+        return int(raw)
+
+    def arg(self, name: str, *, required: bool = False,
+            choices: Iterable[str] | None = None) -> str | None:
+        """Read a string query argument."""
+        return self.get(request.args.to_dict(), name, str, required=required, choices=choices)
+
+    def arg_timestamp(self, name: str) -> datetime | None:
+        """Read an ISO 8601 query argument."""
+        return self.timestamp(request.args.to_dict(), name)
+
+
+def read_json_object() -> dict:
+    """The request body as a JSON object; 415, 413 or 400 in the envelope otherwise."""
+    if not request.is_json:
+        raise UnsupportedMediaType()
+    raw = request.get_data(cache=False)  # 413 past the body limit
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
+        raise BadRequest() from None
+    if not isinstance(body, dict):
+        raise BadRequest(validation_errors={"body": ["must be a JSON object"]})
+    return body
+
+
+def _arg_filters(getters: dict[str, Callable[[Any], Any]]) -> Callable[[Any], bool]:
+    """A predicate over the query arguments present; repeated or comma-separated = any of."""
+    tests = []
+    for name, getter in getters.items():
+        wanted = {v for raw in request.args.getlist(name) for v in raw.split(",") if v}
+        if wanted:
+            tests.append((getter, wanted))
+    return lambda item: all(getter(item) in wanted for getter, wanted in tests)
+
+
+# -- SMS text accounting ---------------------------------------------------------------
+
+_GSM7 = frozenset("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")  # two septets each
+TRANSLITERATIONS = ("TURKISH", "GREEK", "CYRILLIC", "SERBIAN_CYRILLIC", "BULGARIAN_CYRILLIC",
+                    "CENTRAL_EUROPEAN", "BALTIC", "PORTUGUESE", "COLOMBIAN", "NON_UNICODE",
+                    "NONE", "ALL")
+LANGUAGE_CODES = ("TR", "ES", "PT", "AUTODETECT")
+
+
+def sms_parts(text: str) -> tuple[int, int]:
+    """(SMS parts, characters left in the last part): GSM-7 160/153, else UCS-2 70/67."""
+    if all(c in _GSM7 or c in _GSM7_EXTENDED for c in text):
+        units, single, multi = sum(2 if c in _GSM7_EXTENDED else 1 for c in text), 160, 153
+    else:
+        units, single, multi = len(text.encode("utf-16-le")) // 2, 70, 67
+    if units <= single:
+        return 1, single - units
+    parts = -(-units // multi)
+    return parts, parts * multi - units
+
+
+def transliterate(text: str, code: str | None) -> str:
+    """Approximate the platform's transliteration: drop diacritics (NFKD) unless NONE."""
+    if code in (None, "NONE"):
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+# -- SMS sending -----------------------------------------------------------------------
+
+class _Outbound(NamedTuple):
+    records: list[SmsRecord]
+    bulk: Bulk | None
+    bulk_id: str | None
+
+
+def _v3_content(f: Fields, message: dict, at: str) -> tuple[dict | None, int]:
+    content = f.get(message, "content", dict, at=at, required=True)
+    if content is None:
+        return None, 0
+    at = f"{at}.content"
+    if ("text" in content) == ("hex" in content):
+        f.fail(at, "must contain either text or hex")
+        return None, 0
+    if "hex" in content:
+        data = f.get(content, "hex", str, at=at, required=True, max_len=2 * MAX_TEXT)
+        f.get(content, "dataCoding", int, at=at)
+        f.get(content, "esmClass", int, at=at)
+        digits = re.sub(r"\s", "", data or "")
+        if data is not None and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", digits):
+            f.fail(f"{at}.hex", "must be pairs of hexadecimal digits")
+            return None, 0
+        kept = {k: content[k] for k in ("hex", "dataCoding", "esmClass") if k in content}
+        return kept, max(1, -(-len(digits) // 280))  # 140 bytes per part
+    text = f.get(content, "text", str, at=at, required=True, max_len=MAX_TEXT)
+    code = f.get(content, "transliteration", str, at=at, choices=TRANSLITERATIONS)
+    if text is None:
+        return None, 0
+    text = transliterate(text, code)
+    return {"text": text}, sms_parts(text)[0]
+
+
+def _destinations(f: Fields, message: dict, at: str, **shared: Any) -> list[SmsRecord]:
+    records = []
+    for j, dest in enumerate(f.get(message, "destinations", list, at=at, required=True) or []):
+        path = f"{at}.destinations[{j}]"
+        if not isinstance(dest, dict):
+            f.fail(path, "must be an object")
+            continue
+        to = f.get(dest, "to", str, at=path, required=True, max_len=64)
+        message_id = f.get(dest, "messageId", str, at=path, max_len=200)
+        f.get(dest, "networkId", int, at=path)
+        records.append(SmsRecord(message_id=message_id or new_id(), to=to, **shared))
+    return records
+
+
+def _check_batch(f: Fields, records: list[SmsRecord]) -> None:
+    if len(records) > MAX_DESTINATIONS:
+        f.fail("messages", f"at most {MAX_DESTINATIONS} destinations per request")
+    ids = [r.message_id for r in records]
+    if len(set(ids)) != len(ids):
+        f.fail("messages", "messageId values must be unique")
+    f.check()
+
+
+def _check_send_at(f: Fields, send_at: datetime | None, path: str, now: datetime) -> None:
+    if send_at is not None and send_at > now + MAX_SCHEDULE_AHEAD:
+        f.fail(path, "must be at most 180 days in the future")
+
+
+def _schedule(records: list[SmsRecord], bulk_id: str | None) -> _Outbound:
+    """Assign the bulk id (generated when several destinations) and group scheduled ones."""
+    if bulk_id is None and (len(records) > 1 or any(r.send_at for r in records)):
+        bulk_id = new_id()
+    for record in records:
+        record.bulk_id = bulk_id
+    times = [r.send_at for r in records if r.send_at is not None]
+    bulk = Bulk(bulk_id, min(times), pending=list(records)) if times and bulk_id else None
+    return _Outbound(records, bulk, bulk_id)
+
+
+def parse_sms_v3(body: dict, now: datetime) -> tuple[_Outbound, bool]:
+    """Validate an ``SmsRequest``; also whether the reply includes SMS counts."""
+    f = Fields()
+    options = f.get(body, "options", dict) or {}
+    schedule = f.get(options, "schedule", dict, at="options") or {}
+    bulk_id = f.get(schedule, "bulkId", str, at="options.schedule", max_len=100)
+    send_at = f.timestamp(schedule, "sendAt", at="options.schedule")
+    _check_send_at(f, send_at, "options.schedule.sendAt", now)
+    with_count = f.get(options, "includeSmsCountInResponse", bool, at="options") or False
+    records: list[SmsRecord] = []
+    for i, message in enumerate(f.get(body, "messages", list, required=True) or []):
+        at = f"messages[{i}]"
+        if not isinstance(message, dict):
+            f.fail(at, "must be an object")
+            continue
+        content, count = _v3_content(f, message, at)
+        opts = f.get(message, "options", dict, at=at) or {}
+        platform = f.get(opts, "platform", dict, at=f"{at}.options") or {}
+        hooks = f.get(message, "webhooks", dict, at=at) or {}
+        records += _destinations(
+            f, message, at, content=content, message_count=count, send_at=send_at,
+            sender=f.get(message, "sender", str, at=at, max_len=64),
+            entity_id=f.get(platform, "entityId", str, at=f"{at}.options.platform", max_len=255),
+            application_id=f.get(platform, "applicationId", str,
+                                 at=f"{at}.options.platform", max_len=255),
+            campaign_reference_id=f.get(opts, "campaignReferenceId", str,
+                                        at=f"{at}.options", max_len=255),
+            callback_data=f.get(hooks, "callbackData", str, at=f"{at}.webhooks", max_len=4000))
+    _check_batch(f, records)
+    return _schedule(records, bulk_id), with_count
+
+
+def parse_sms_v2(body: dict, now: datetime) -> _Outbound:
+    """Validate the older ``/sms/2/text/advanced`` request (``from``, ``text`` per message)."""
+    f = Fields()
+    bulk_id = f.get(body, "bulkId", str, max_len=100)
+    records: list[SmsRecord] = []
+    for i, message in enumerate(f.get(body, "messages", list, required=True) or []):
+        at = f"messages[{i}]"
+        if not isinstance(message, dict):
+            f.fail(at, "must be an object")
+            continue
+        text = f.get(message, "text", str, at=at, required=True, max_len=MAX_TEXT) or ""
+        text = transliterate(text, f.get(message, "transliteration", str, at=at,
+                                         choices=TRANSLITERATIONS))
+        send_at = f.timestamp(message, "sendAt", at=at)
+        _check_send_at(f, send_at, f"{at}.sendAt", now)
+        records += _destinations(
+            f, message, at, content={"text": text}, message_count=sms_parts(text)[0],
+            send_at=send_at, sender=f.get(message, "from", str, at=at, max_len=64),
+            entity_id=f.get(message, "entityId", str, at=at, max_len=255),
+            application_id=f.get(message, "applicationId", str, at=at, max_len=255),
+            campaign_reference_id=f.get(message, "campaignReferenceId", str, at=at, max_len=255),
+            callback_data=f.get(message, "callbackData", str, at=at, max_len=4000))
+    _check_batch(f, records)
+    return _schedule(records, bulk_id)
+
+
+def _accept(store: DemoStore, outbound: _Outbound, bulk_id_path: str) -> None:
+    try:
+        store.add_sms(outbound.records, scheduled_bulk=outbound.bulk)
+    except ValueError as exc:  # the bulk id is taken
+        raise BadRequest(validation_errors={bulk_id_path: [str(exc)]}) from None
+
+
+def _bulk_id_arg() -> str:
+    f = Fields()
+    bulk_id = f.arg("bulkId", required=True)
+    f.check()
+    return bulk_id
+
+
+# -- the endpoints ---------------------------------------------------------------------
+
+_VIEW_NAMES: dict[tuple[str, str], str] = {}
+
+
+def _serves(method: str, path: str) -> Callable[[Callable], Callable]:
+    """Mark a DemoApi method as the view of one ENDPOINT_SCOPES row."""
+    def mark(view: Callable) -> Callable:
+        _VIEW_NAMES[(method, path)] = view.__name__
+        return view
+    return mark
+
+
+class DemoApi:
+    """The views; they parse input, call the store and return platform-shaped bodies."""
+
+    def __init__(self, store: DemoStore) -> None:
+        self.store = store
+
+    @_serves("POST", "/sms/3/messages")
+    def send_sms_messages(self) -> dict:
+        """Send SMS (``SmsRequest`` → ``SmsResponse``)."""
+        outbound, with_count = parse_sms_v3(read_json_object(), self.store.now())
+        _accept(self.store, outbound, "options.schedule.bulkId")
+        messages = [{"messageId": r.message_id, "status": STATUS_PENDING, "destination": r.to,
+                     **({"details": {"messageCount": r.message_count}} if with_count else {})}
+                    for r in outbound.records]
+        return _without_none({"bulkId": outbound.bulk_id, "messages": messages})
+
+    @_serves("POST", "/sms/2/text/advanced")
+    def send_sms_advanced(self) -> dict:
+        """Send SMS through the older v2 shape (``from``, ``text``)."""
+        outbound = parse_sms_v2(read_json_object(), self.store.now())
+        _accept(self.store, outbound, "bulkId")
+        messages = [{"to": r.to, "status": STATUS_PENDING, "messageId": r.message_id}
+                    for r in outbound.records]
+        return _without_none({"bulkId": outbound.bulk_id, "messages": messages})
+
+    @_serves("GET", "/sms/3/reports")
+    def get_delivery_reports(self) -> dict:
+        """Delivery reports not yet fetched (``SmsDeliveryResult``)."""
+        f = Fields()
+        limit = f.arg_int("limit", 50, 1, 1000)
+        f.check()
+        match = _arg_filters(_RECORD_FILTERS)
+        return {"results": self.store.take_reports(match, limit, consume=_consumes())}
+
+    @_serves("GET", "/sms/1/inbox/reports")
+    def get_inbound_messages(self) -> dict:
+        """Inbound messages not yet fetched (``SmsInboundMessageResult``)."""
+        f = Fields()
+        limit = f.arg_int("limit", 50, 1, 1000)
+        f.check()
+        match = _arg_filters({k: (lambda m, k=k: m.get(k)) for k in
+                              ("applicationId", "entityId", "campaignReferenceId")})
+        results, pending = self.store.take_inbound(match, limit, consume=_consumes())
+        return {"results": results, "messageCount": len(results), "pendingMessageCount": pending}
+
+    @_serves("GET", "/sms/3/logs")
+    def get_logs(self) -> dict:
+        """Outbound logs, newest first (``SmsLogsResponse``)."""
+        f = Fields()
+        limit = f.arg_int("limit", 50, 1, 1000)
+        since, until = f.arg_timestamp("sentSince"), f.arg_timestamp("sentUntil")
+        f.arg("generalStatus", choices=("ACCEPTED", "PENDING", "UNDELIVERABLE", "DELIVERED",
+                                        "EXPIRED", "REJECTED"))
+        use_cursor = f.arg("useCursor", choices=("true", "false")) == "true"
+        cursor = f.arg_int("cursor", 0, 1, 999_999_999) if use_cursor else 0
+        if request.args.get("mnc") and not request.args.get("mcc"):
+            f.fail("mnc", "requires mcc")
+        f.check()
+        by_args = _arg_filters({**_RECORD_FILTERS, "sender": attrgetter("sender"),
+                                "destination": attrgetter("to"),
+                                "generalStatus": lambda r: r.status["groupName"]})
+        by_network = bool(request.args.get("mcc"))
+
+        def match(record: SmsRecord) -> bool:
+            if by_network:
+                return False  # demo messages carry no network codes
+            sent = record.sent_at
+            return by_args(record) and (since is None or sent >= since) and (
+                until is None or sent <= until)
+
+        results, next_seq = self.store.query_logs(match, limit, before_seq=cursor or None)
+        body: dict = {"results": results}
+        if use_cursor:
+            body["cursor"] = _without_none(
+                {"limit": limit, "nextCursor": str(next_seq) if next_seq else None})
+        return body
+
+    @_serves("POST", "/sms/1/preview")
+    def preview_sms_message(self) -> dict:
+        """Parts and characters left, as is and with the asked configuration."""
+        body, f = read_json_object(), Fields()
+        text = f.get(body, "text", str, required=True, max_len=MAX_TEXT)
+        language = f.get(body, "languageCode", str, choices=LANGUAGE_CODES)
+        code = f.get(body, "transliteration", str, choices=TRANSLITERATIONS)
+        f.check()
+        previews = [_preview(text, {})]
+        if language or code:
+            configuration = _without_none({
+                "language": {"languageCode": language} if language else None,
+                "transliteration": code})
+            previews.append(_preview(transliterate(text, code), configuration))
+        return {"originalText": text, "previews": previews}
+
+    @_serves("GET", "/sms/1/bulks")
+    def get_scheduled_sms_messages(self) -> dict:
+        """A scheduled bulk's send time (``SmsBulkResponse``)."""
+        bulk = self.store.get_bulk(_bulk_id_arg())
+        if bulk is None:
+            raise NotFound()
+        return bulk
+
+    @_serves("PUT", "/sms/1/bulks/status")
+    def update_scheduled_sms_messages_status(self) -> dict:
+        """Pause, resume or cancel a scheduled bulk."""
+        bulk_id, body, f = _bulk_id_arg(), read_json_object(), Fields()
+        status = f.get(body, "status", str, required=True, choices=tuple(BULK_TRANSITIONS))
+        f.check()
+        try:
+            bulk = self.store.set_bulk_status(bulk_id, status)
+        except ValueError as exc:
+            raise BadRequest(validation_errors={"status": [str(exc)]}) from None
+        if bulk is None:
+            raise NotFound()
+        return bulk
+
+    @_serves("GET", "/account/1/balance")
+    def get_balance(self) -> dict:
+        """The demo account balance."""
+        return self.store.balance()
+
+    @_serves("POST", "/whatsapp/1/message/text")
+    def send_whatsapp_text(self) -> dict:
+        """Accept a WhatsApp text message (not stored)."""
+        body, f = read_json_object(), Fields()
+        f.get(body, "from", str, required=True, max_len=24)
+        to = f.get(body, "to", str, required=True, max_len=24)
+        message_id = f.get(body, "messageId", str, max_len=50)
+        content = f.get(body, "content", dict, required=True)
+        f.get(content, "text", str, at="content", required=True, max_len=MAX_TEXT)
+        f.get(content, "previewUrl", bool, at="content")
+        f.get(body, "callbackData", str, max_len=4000)
+        f.get(body, "notifyUrl", str, max_len=2048)
+        f.check()
+        return {"to": to, "messageCount": 1, "messageId": message_id or new_id(),
+                "status": STATUS_ENROUTE}
+
+    @_serves("POST", "/email/3/send")
+    def send_email(self) -> dict:
+        """Accept an email from a multipart (or urlencoded) form (not stored)."""
+        if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise UnsupportedMediaType()
+        form, f = request.form, Fields()  # reading the form enforces the body limits (413)
+        fields = form.to_dict()
+        f.get(fields, "from", str, required=True, max_len=320)
+        recipients = form.getlist("to")
+        if not recipients:
+            f.fail("to", "must not be null")
+        for i, address in enumerate(recipients):
+            if not _EMAIL.fullmatch(address):
+                f.fail(f"to[{i}]", "must be a valid email address")
+        if not fields.get("templateId"):
+            f.get(fields, "subject", str, required=True, max_len=998)
+            if not (fields.get("text") or fields.get("html")):
+                f.fail("text", "text, html or templateId is required")
+        bulk_id = f.get(fields, "bulkId", str, max_len=100)
+        f.check()
+        return {"bulkId": bulk_id or new_id(), "messages": [
+            {"to": address, "messageCount": 1, "messageId": new_id(), "status": STATUS_PENDING}
+            for address in recipients]}
+
+    @_serves("GET", "/people/2/persons")
+    def get_persons(self) -> dict:
+        """A page of people, or one person by ``type`` and ``identifier``."""
+        f = Fields()
+        kind = f.arg("type", choices=tuple(_PERSON_KEYS))
+        identifier = f.arg("identifier", required=kind is not None)
+        limit, page = f.arg_int("limit", 20, 1, 1000), f.arg_int("page", 1, 1, 1_000_000)
+        f.check()
+        if kind is not None:
+            for person in PEOPLE:
+                if identifier in _PERSON_KEYS[kind](person):
+                    return person
+            raise NotFound()
+        start = (page - 1) * limit
+        return {"persons": PEOPLE[start:start + limit], "limit": limit, "page": page}
+
+    @_serves("GET", "/forms/1/forms")
+    def get_forms(self) -> dict:
+        """A page of forms (``FormsResponse``)."""
+        f = Fields()
+        offset, limit = f.arg_int("offset", 0, 0, 1_000_000), f.arg_int("limit", 25, 1, 100)
+        form_type = f.arg("formType")
+        status = f.arg("formStatus", choices=("ACTIVE", "DISABLED", "DRAFT"))
+        f.check()
+        forms = [form for form in FORMS if form_type in (None, form["formType"])
+                 and status in (None, form["formStatus"])]
+        return {"forms": forms[offset:offset + limit], "offset": offset, "limit": limit,
+                "total": len(forms)}
+
+
+_RECORD_FILTERS: dict[str, Callable[[SmsRecord], Any]] = {
+    "bulkId": attrgetter("bulk_id"), "messageId": attrgetter("message_id"),
+    "entityId": attrgetter("entity_id"), "applicationId": attrgetter("application_id"),
+    "campaignReferenceId": attrgetter("campaign_reference_id"),
+}
+_PERSON_KEYS: dict[str, Callable[[dict], list[str]]] = {
+    "ID": lambda p: [str(p["id"])],
+    "EXTERNAL_ID": lambda p: [p.get("externalId")],
+    "PHONE": lambda p: [c["number"] for c in p["contactInformation"].get("phone", [])],
+    "EMAIL": lambda p: [c["address"] for c in p["contactInformation"].get("email", [])],
+}
+_EMAIL = re.compile(r"[^@\s<>]{1,64}@[^@\s<>]{1,255}\.[^@\s<>.]{2,63}")
+
+
+def _consumes() -> bool:
+    # HEAD must stay safe (RFC 9110 §9.3.2): peek instead of handing reports out.
+    return request.method != "HEAD"
+
+
+def _preview(text: str, configuration: dict) -> dict:
+    parts, remaining = sms_parts(text)
+    return {"textPreview": text, "messageCount": parts, "charactersRemaining": remaining,
+            "configuration": configuration}
+
+
+def _without_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _limit_body_size() -> None:
+    """Cap request bodies for this API; a lower app-wide MAX_CONTENT_LENGTH still wins."""
+    app_limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    request.max_content_length = min(app_limit or MAX_BODY_BYTES, MAX_BODY_BYTES)
+
+
+def list_scopes() -> dict:
+    """GET /scopes (no credential): each endpoint with the scopes it accepts, any one of them."""
+    return {"endpoints": [
+        {"method": e.method, "path": e.path, "summary": e.summary, "scopes": list(e.scopes)}
+        for e in ENDPOINT_SCOPES]}
+
+
+def create_blueprint(guard: Guard, store: DemoStore | None = None) -> Blueprint:
+    """The demo API as a blueprint; each view guarded by its ENDPOINT_SCOPES row."""
+    if set(_VIEW_NAMES) != {(e.method, e.path) for e in ENDPOINT_SCOPES}:
+        raise RuntimeError("ENDPOINT_SCOPES and DemoApi views disagree")
+    api = DemoApi(store if store is not None else DemoStore())
+    bp = Blueprint("resource_demo", __name__)
+    bp.before_request(_limit_body_size)
+    for endpoint in ENDPOINT_SCOPES:
+        name = _VIEW_NAMES[(endpoint.method, endpoint.path)]
+        view = guard.require_any_scope(*endpoint.scopes)(getattr(api, name))
+        bp.add_url_rule(endpoint.path, endpoint=name, view_func=view, methods=[endpoint.method])
+    bp.add_url_rule("/scopes", endpoint="scopes", view_func=list_scopes, methods=["GET"])
+    return bp
