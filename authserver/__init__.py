@@ -21,14 +21,16 @@ def create_app(test_config: dict | None = None, *, instance_path: str | None = N
     load_config(app, test_config, default_issuer)
     os.makedirs(app.instance_path, exist_ok=True)
 
-    from . import errors, oauth2, scopes
+    from . import errors, limits, oauth2, observability, scopes
     from .db import db
     from .views import oauth, well_known
 
     db.init_app(app)
     scopes.init_app(app)
+    limits.init_app(app)
     oauth2.init_app(app)
     errors.init_app(app)
+    observability.init_app(app)
     app.register_blueprint(well_known.bp)
     app.register_blueprint(oauth.bp)
     return app

@@ -48,6 +48,19 @@ RETRY_AFTER_SECONDS = 5
 SCOPES_FILE = "scopes.toml"
 #: Proxies whose X-Forwarded-For is believed (addresses or CIDRs); empty = none.
 TRUSTED_PROXIES: list[str] = []
+#: Rate limits (limits-library syntax, e.g. "10/second"; "" disables one).
+#: Token requests per authenticated client (the platform allows 10 a second).
+TOKEN_RATE_LIMIT = "10/second"
+#: Failed client authentications per caller address, at every protocol endpoint.
+AUTH_FAILURE_RATE_LIMIT = "30/minute"
+#: Introspection requests per authenticated client (token scanning, SECURITY.md IN09).
+INTROSPECTION_RATE_LIMIT = "600/minute"
+#: Admin API creates and updates per caller (the platform allows 40 a day).
+ADMIN_WRITE_RATE_LIMIT = "40/day"
+#: Where counters live: "memory://" (one process) or "redis://127.0.0.1:6379" (shared).
+RATELIMIT_STORAGE_URI = "memory://"
+#: One JSON log line per request (request id, path, status, time; never credentials).
+ACCESS_LOG = False
 #: Callable returning the current time as an aware UTC datetime (tests inject a clock).
 CLOCK = None
 

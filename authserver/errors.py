@@ -114,6 +114,10 @@ def _handle_validation_error(error: ValidationError) -> Response:
     return error_response(400, str(error), validation_errors=error.errors)
 
 
+def _handle_rate_limited(error) -> Response:
+    return error_response(429, "Too many requests.", {"Retry-After": str(error.retry_after)})
+
+
 def _handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "The server could not complete the request.")
@@ -123,6 +127,9 @@ def init_app(app: Flask) -> None:
     """Register the renderers."""
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(ValidationError, _handle_validation_error)
+    from .limits import RateLimited
+
+    app.register_error_handler(RateLimited, _handle_rate_limited)
     for exc in UNAVAILABLE_ERRORS:
         app.register_error_handler(exc, _handle_database_error)
     app.register_error_handler(Exception, _handle_unexpected)

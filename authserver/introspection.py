@@ -24,7 +24,8 @@ from .credentials import (
 )
 from .db import db
 from .models import RevokedToken
-from .oauth2 import CLIENT_AUTH_METHODS
+from .oauth2 import CLIENT_AUTH_METHODS, count_against
+from .observability import INTROSPECTIONS
 from .scopes import current_catalogue, parse_scope
 
 FEED_PAGE_SIZE = 1000
@@ -60,10 +61,13 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
     def create_endpoint_response(self, request):
         """Authenticate the caller once, look the credential up, answer (§2.2)."""
         client = self.authenticate_endpoint_client(request)
+        count_against("INTROSPECTION_RATE_LIMIT", client.client_id)  # SECURITY.md IN09
         credential = self.authenticate_token(request, client)
         payload = introspection_payload(credential, client)
         if payload["active"] and credential.kind == "api_key":
             api_keys.touch_last_used(credential.api_key)
+        kind = credential.kind if credential else "unknown"
+        INTROSPECTIONS.labels(kind=kind, active=str(payload["active"]).lower()).inc()
         return 200, payload, default_json_headers
 
 

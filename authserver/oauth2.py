@@ -23,8 +23,10 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask, current_app
 from flask import request as flask_request
 
+from . import limits
 from .client_assertion import authenticate_private_key_jwt
 from .clients import query_client
+from .observability import AUTH_FAILURES, TOKENS_ISSUED
 from .scopes import ScopeError, current_catalogue, format_scope, parse_scope
 from .tokens import encode_access_token
 
@@ -36,6 +38,28 @@ class InvalidTargetError(OAuth2Error):
     """RFC 8707 §2: the requested ``resource`` is not one this client may get tokens for."""
 
     error = "invalid_target"
+
+
+class SlowDownError(OAuth2Error):
+    """429 with Retry-After: a rate limit of SECURITY.md TE11/IN09 or the per-client quota."""
+
+    error = "slow_down"
+    status_code = 429
+
+    def __init__(self, retry_after: int):
+        super().__init__("Too many requests; retry later.")
+        self.retry_after = retry_after
+
+    def get_headers(self):
+        return super().get_headers() + [("Retry-After", str(self.retry_after))]
+
+
+def count_against(setting: str, *key: str, test_only: bool = False) -> None:
+    """Apply a rate limit inside Authlib's flow, where errors must be OAuth2Errors."""
+    try:
+        (limits.check if test_only else limits.hit)(setting, *key)
+    except limits.RateLimited as exc:
+        raise SlowDownError(exc.retry_after) from None
 
 
 class FormPayload(FlaskOAuth2Payload):
@@ -138,6 +162,9 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
+        # Only authenticated requests count against a client's quota, so nobody can
+        # exhaust another client's quota by sending its client_id with a wrong secret.
+        count_against("TOKEN_RATE_LIMIT", self.client.client_id)
         self.request.audience = self.validate_requested_audience()
 
     def create_token_response(self):
@@ -145,6 +172,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         the audience, and default ``aud`` to the client_id (SECURITY.md item 3)."""
         token = encode_access_token(self.client, parse_scope(self.request.scope),
                                     self.request.audience)
+        TOKENS_ISSUED.labels(client_id=self.client.client_id, outcome="issued").inc()
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
@@ -176,10 +204,15 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         return super().create_endpoint_response(name, oauth_request)
 
     def authenticate_client(self, request, methods, endpoint="token"):
-        """One answer for unknown client, wrong secret and bad assertion (SECURITY.md TE09)."""
+        """One answer for unknown client, wrong secret and bad assertion (SECURITY.md TE09);
+        failures are counted per caller address and throttled (RFC 6749 §2.3.1, TE11)."""
+        address = limits.caller_address()
+        count_against("AUTH_FAILURE_RATE_LIMIT", address, test_only=True)
         try:
             return super().authenticate_client(request, methods, endpoint)
         except InvalidClientError:
+            AUTH_FAILURES.labels(endpoint=endpoint).inc()
+            count_against("AUTH_FAILURE_RATE_LIMIT", address)
             raise InvalidClientError(status_code=401,
                                      description="Client authentication failed.") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 
 from flask import Flask
@@ -29,9 +31,22 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run(factory: Callable[[], Flask], host: str, port: int, workers: int) -> None:
-    """Serve until SIGTERM; in-flight requests finish within the graceful timeout."""
+def _child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def run(factory: Callable[[], Flask], host: str, port: int, workers: int,
+        access_log: bool = True) -> None:
+    """Serve until SIGTERM; in-flight requests finish within the graceful timeout.
+
+    Workers share Prometheus metrics through a fresh multiprocess directory.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authserver-metrics-")
     options = {"bind": bind_address(host, port), "workers": workers, "worker_class": "sync",
-               "graceful_timeout": 30, "timeout": 30, "accesslog": "-",
-               "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'}
+               "graceful_timeout": 30, "timeout": 30, "child_exit": _child_exit,
+               "accesslog": "-" if access_log else None,
+               "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # never the query}
     GunicornApplication(options, factory).run()

@@ -29,6 +29,8 @@ ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 ISSUER = "https://auth.example.test"
 BACKENDS = os.environ.get("AUTHSERVER_TEST_DATABASES", "sqlite,postgresql").split(",")
 KEEP_TABLES = {"alembic_version", "signing_keys"}
+RATE_LIMIT_SETTINGS = ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "INTROSPECTION_RATE_LIMIT",
+                       "ADMIN_WRITE_RATE_LIMIT")
 
 
 class Clock:
@@ -71,6 +73,8 @@ def database_urls(tmp_path_factory):
 def _make_app(url: str, instance_path, **overrides):
     config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ISSUER": ISSUER,
               "ENCRYPTION_KEY": ENCRYPTION_KEY, "SECRET_KEY": "test-secret-key"}
+    # Rate limits are off unless a test turns one on (tests/test_rate_limits.py does).
+    config.update({name: "" for name in RATE_LIMIT_SETTINGS})
     config.update(overrides)
     return create_app(config, instance_path=str(instance_path))
 
