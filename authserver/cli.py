@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import FlaskGroup
 
 from . import api_keys as api_key_service
 from . import clients as client_service
@@ -51,7 +51,11 @@ def fail(error: Exception) -> None:
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False,
              add_version_option=False, load_dotenv=False, set_debug_flag=False)
 def main():
-    """authserver: OAuth 2.0 client-credentials tokens and scoped API keys."""
+    """authserver: OAuth 2.0 client-credentials tokens and scoped API keys.
+
+    Every command runs inside an app context (FlaskGroup's commands do by default),
+    except ``serve``, which must not build the app before gunicorn forks its workers.
+    """
 
 
 # --- setup -----------------------------------------------------------------------------
@@ -80,7 +84,6 @@ def ensure_instance_secrets() -> list[str]:
 @main.command("init")
 @click.option("--alg", type=click.Choice(keys.ALGORITHMS), default=None,
               help="Algorithm of the first signing keys (default: SIGNING_ALG, RS256).")
-@with_appcontext
 def init_command(alg):
     """Create instance secrets, apply migrations and the first signing keys (idempotent)."""
     for name in ensure_instance_secrets():
@@ -99,7 +102,6 @@ def db_group():
 
 
 @db_group.command("upgrade")
-@with_appcontext
 def db_upgrade_command():
     """Apply pending migrations."""
     upgrade_database()
@@ -115,7 +117,6 @@ def scopes_group():
 
 @scopes_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def scopes_list(as_json):
     """List every scope with its category, and the umbrellas that cover it."""
     catalogue = current_catalogue()
@@ -154,7 +155,6 @@ def _client_lines(data: dict) -> list[str]:
 @click.option("--jwks-file", type=click.File("r"), default=None,
               help="Public JWK Set of a private_key_jwt client.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def clients_create(name, scope, token_ttl, audiences, auth_method, jwks_file, as_json):
     """Register a client; its secret is printed once."""
     jwks = jwks_file.read() if jwks_file else None
@@ -172,7 +172,6 @@ def clients_create(name, scope, token_ttl, audiences, auth_method, jwks_file, as
 
 @clients_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def clients_list(as_json):
     """List clients (never their secrets)."""
     rows, _ = client_service.list_clients(size=10**9)
@@ -188,7 +187,6 @@ def clients_list(as_json):
 @clients_group.command("show")
 @click.argument("client_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def clients_show(client_id, as_json):
     """Show one client."""
     try:
@@ -200,7 +198,6 @@ def clients_show(client_id, as_json):
 @clients_group.command("disable")
 @click.argument("client_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def clients_disable(client_id, as_json):
     """Disable a client: no new tokens (issued ones live until they expire or are revoked)."""
     try:
@@ -215,7 +212,6 @@ def clients_disable(client_id, as_json):
 @click.option("--grace-period", type=int, default=0, show_default=True,
               help="Seconds the previous secret stays valid.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def clients_rotate_secret(client_id, grace_period, as_json):
     """Issue a new secret (printed once)."""
     try:
@@ -248,7 +244,6 @@ def _key_lines(data: dict) -> list[str]:
 @click.option("--allowed-ip", "allowed_ips", multiple=True,
               help="Allowed caller address or CIDR range (repeatable; none = any).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def api_keys_create(name, scope, valid_from, valid_to, allowed_ips, as_json):
     """Create a key; its secret (apiKeySecret) is printed once."""
     try:
@@ -264,7 +259,6 @@ def api_keys_create(name, scope, valid_from, valid_to, allowed_ips, as_json):
 
 @api_keys_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def api_keys_list(as_json):
     """List keys (never their secrets)."""
     rows, _ = api_key_service.list_api_keys(size=10**9)
@@ -281,7 +275,6 @@ def api_keys_list(as_json):
 @api_keys_group.command("show")
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def api_keys_show(key_id, as_json):
     """Show one key."""
     try:
@@ -300,7 +293,6 @@ def api_keys_show(key_id, as_json):
               help="Replace the allowlist (repeatable).")
 @click.option("--clear-allowed-ips", is_flag=True, help="Allow any address.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def api_keys_update(key_id, name, scope, valid_from, valid_to, allowed_ips, clear_allowed_ips,
                     as_json):
     """Change a key's name, scopes, validity or allowed addresses."""
@@ -320,7 +312,6 @@ def api_keys_update(key_id, name, scope, valid_from, valid_to, allowed_ips, clea
 @api_keys_group.command("disable")
 @click.argument("key_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def api_keys_disable(key_id, as_json):
     """Disable (revoke) a key for good."""
     try:
@@ -339,7 +330,6 @@ def signing_keys_group():
 
 @signing_keys_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def signing_keys_list(as_json):
     """List signing keys and their states."""
     data = [keys.describe(key) for key in keys.list_signing_keys()]
@@ -355,7 +345,6 @@ def signing_keys_list(as_json):
 @click.option("--alg", type=click.Choice(keys.ALGORITHMS), default=None,
               help="Algorithm of the newly published next key.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@with_appcontext
 def signing_keys_rotate(alg, as_json):
     """Start signing with the published next key; retire the current one; publish a new next."""
     try:
@@ -367,7 +356,7 @@ def signing_keys_rotate(alg, as_json):
 
 # --- serving ---------------------------------------------------------------------------
 
-@main.command("serve")
+@main.command("serve", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, type=int, show_default=True)
 @click.option("--workers", default=2, type=int, show_default=True)
@@ -384,6 +373,9 @@ def serve_command(host, port, workers):
 
 def register_extra_commands() -> None:
     """Attach command groups that live in other modules."""
+    from .operators_cli import operators_group
+
+    main.add_command(operators_group)
 
 
 register_extra_commands()

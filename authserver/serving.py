@@ -48,5 +48,6 @@ def run(factory: Callable[[], Flask], host: str, port: int, workers: int,
     options = {"bind": bind_address(host, port), "workers": workers, "worker_class": "sync",
                "graceful_timeout": 30, "timeout": 30, "child_exit": _child_exit,
                "accesslog": "-" if access_log else None,
-               "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'  # never the query}
+               # Method and path only: a query string may carry credentials.
+               "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'}
     GunicornApplication(options, factory).run()
