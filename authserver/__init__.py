@@ -31,6 +31,13 @@ def create_app(test_config: dict | None = None, *, instance_path: str | None = N
     oauth2.init_app(app)
     errors.init_app(app)
     observability.init_app(app)
+    if app.config["TRUSTED_PROXIES"]:
+        from .addresses import TrustedProxyScheme
+
+        app.wsgi_app = TrustedProxyScheme(app.wsgi_app, app.config["TRUSTED_PROXIES"])
     app.register_blueprint(well_known.bp)
     app.register_blueprint(oauth.bp)
+    from .views import admin_api
+
+    app.register_blueprint(admin_api.bp)
     return app

@@ -104,3 +104,30 @@ def client_address(peer: str | None, forwarded_for: str | None,
     while hops and is_trusted(current):
         current = hops.pop()
     return current
+
+
+class TrustedProxyScheme:
+    """WSGI middleware: believe ``X-Forwarded-Proto`` only from a trusted proxy peer.
+
+    Behind a TLS-terminating proxy the request arrives as http; Authlib refuses OAuth over
+    plain http on non-loopback addresses, so the scheme must come from the proxy, and only
+    from a proxy the operator listed in TRUSTED_PROXIES (Werkzeug's ProxyFix trusts by hop
+    count, whoever the peer is).
+    """
+
+    def __init__(self, wsgi_app, trusted_proxies: Iterable[str]):
+        self.wsgi_app = wsgi_app
+        self.trusted = [parse_network(entry) for entry in trusted_proxies]
+
+    def __call__(self, environ, start_response):
+        proto = environ.pop("HTTP_X_FORWARDED_PROTO", None)
+        if proto in ("http", "https") and self._peer_trusted(environ.get("REMOTE_ADDR")):
+            environ["wsgi.url_scheme"] = proto
+        return self.wsgi_app(environ, start_response)
+
+    def _peer_trusted(self, peer: str | None) -> bool:
+        try:
+            address = parse_address(peer or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
