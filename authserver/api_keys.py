@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -18,13 +19,13 @@ from flask import current_app
 
 from . import audit
 from .addresses import normalize_allowlist
-from .clients import validate_name, validate_scopes
+from .clients import validate_grantable, validate_name, validate_scopes
 from .clock import isoformat, parse_isoformat, utcnow
 from .db import db
 from .errors import NotFoundError, ValidationError
 from .hashing import hash_secret
 from .models import ApiKey
-from .scopes import format_scope, parse_scope
+from .scopes import current_catalogue, format_scope, parse_scope
 
 PREFIX = "asak_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -123,36 +124,59 @@ def _parse_time(value: object, field: str, errors: dict) -> datetime | None:
     return parsed
 
 
-def _validate_window(valid_from, valid_to, errors: dict, created_at: datetime) -> None:
+def _validate_window(valid_from, valid_to, errors: dict, created_at: datetime,
+                     now: datetime | None = None) -> None:
+    """validFrom not before creation, validTo after validFrom; with ``now`` (a window being
+    set), validTo at most MAX_API_KEY_VALIDITY_DAYS from now (policy, SECURITY.md AD04)."""
     leeway = timedelta(seconds=current_app.config["LEEWAY"])
     if valid_from is not None and valid_from < created_at - leeway:
         errors.setdefault("validFrom", []).append("must not be before the key's creation")
     if valid_from is not None and valid_to is not None and valid_to <= valid_from:
         errors.setdefault("validTo", []).append("must be after validFrom")
+    max_days = current_app.config["MAX_API_KEY_VALIDITY_DAYS"]
+    if now is not None and valid_to is not None and valid_to > now + timedelta(days=max_days):
+        errors.setdefault("validTo", []).append(f"must be at most {max_days} days from now")
 
 
 def _validate_allowlist(value: object, errors: dict) -> list[str] | None:
     try:
-        return normalize_allowlist(value)
+        allowlist = normalize_allowlist(value)
     except ValueError as exc:
         errors.setdefault("allowedIPs", []).append(str(exc))
         return None
+    # Policy: a /0 entry (0.0.0.0/0, ::/0, ::ffff:0:0/96) only hides "any address" in a list
+    # that looks restrictive; the empty list is the one way to say it.
+    if any(entry.endswith("/0") for entry in allowlist):
+        errors.setdefault("allowedIPs", []).append(
+            "a /0 range is not allowed: an empty list already allows any address")
+        return None
+    return allowlist
 
 
 def create_api_key(*, name: object, scopes: object, actor: str, valid_from: object = None,
-                   valid_to: object = None, allowed_ips: object = None) -> tuple[ApiKey, str]:
-    """Create a key; returns the record and its secret (shown once, never stored)."""
+                   valid_to: object = None, allowed_ips: object = None,
+                   held_scopes: Iterable[str] | None = None) -> tuple[ApiKey, str]:
+    """Create a key; returns the record and its secret (shown once, never stored).
+
+    With ``held_scopes`` (the caller's): ``scopes=None`` means the caller's scopes
+    (SCOPES.md), and every scope must be covered by them (else ForbiddenError).
+    """
     errors: dict[str, list[str]] = {}
     now = utcnow()
     name = validate_name(name, errors)
+    if scopes is None and held_scopes is not None:
+        scopes = [scope for scope in held_scopes if scope in current_catalogue()]
     names = validate_scopes(scopes if scopes is not None else [], errors, field="scopeGuids")
+    if names == []:
+        errors.setdefault("scopeGuids", []).append("at least one scope is required")
     start = now if valid_from is None else _parse_time(valid_from, "validFrom", errors)
     end = (start or now) + DEFAULT_VALIDITY if valid_to is None \
         else _parse_time(valid_to, "validTo", errors)
-    _validate_window(start, end, errors, now)
+    _validate_window(start, end, errors, now, now)
     allowlist = _validate_allowlist(allowed_ips, errors)
     if errors:
         raise ValidationError(errors)
+    validate_grantable(names, held_scopes)
     secret = generate_api_key()
     record = ApiKey(id=secrets.token_hex(16).upper(), name=name, secret_hash=hash_secret(secret),
                     scope=format_scope(names), allowed_ips=allowlist, valid_from=start,
@@ -188,16 +212,22 @@ def list_api_keys(*, name: str | None = None, enabled: bool | None = None,
     return list(rows), total
 
 
-def update_api_key(key_id: str, *, actor: str, changes: dict) -> ApiKey:
+def update_api_key(key_id: str, *, actor: str, changes: dict,
+                   held_scopes: Iterable[str] | None = None) -> ApiKey:
     """Apply platform-shaped ``changes`` (name, scopeGuids, allowedIPs, validFrom, validTo,
-    enabled); validated as a whole, audited, committed."""
+    enabled); validated as a whole, audited, committed.
+
+    With ``held_scopes`` (the caller's), the key's current and new scopes must be covered.
+    """
     record = get_api_key(key_id)
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise ValidationError({field: ["cannot be set"] for field in unknown})
+    validate_grantable(parse_scope(record.scope), held_scopes)
     before = describe(record)
     errors: dict[str, list[str]] = {}
     values: dict = {}
+    names: list[str] | None = []
     if "name" in changes:
         values["name"] = validate_name(changes["name"], errors)
     if "scopeGuids" in changes:
@@ -218,9 +248,11 @@ def update_api_key(key_id: str, *, actor: str, changes: dict) -> ApiKey:
         if changes["enabled"] and not record.enabled:
             errors.setdefault("enabled", []).append("a disabled key cannot be enabled again")
         values["enabled"] = changes["enabled"]
-    _validate_window(start, end, errors, record.created_at)
+    window_set = "validFrom" in changes or "validTo" in changes
+    _validate_window(start, end, errors, record.created_at, utcnow() if window_set else None)
     if errors:
         raise ValidationError(errors)
+    validate_grantable(names or [], held_scopes)
     for field, value in values.items():
         setattr(record, field, value)
     record.updated_at = utcnow()

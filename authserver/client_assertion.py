@@ -88,7 +88,9 @@ def verify_client_assertion(client, assertion: str) -> dict | None:
     nbf = claims.get("nbf")
     if nbf is not None and (not isinstance(nbf, int) or nbf - leeway > now):
         return None
-    if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 256:
+    # NUL cannot be stored in PostgreSQL text (a 500 there, a stored jti on SQLite).
+    if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 256 \
+            or "\x00" in claims["jti"]:
         return None
     return claims
 

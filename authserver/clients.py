@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from flask import current_app
 from . import audit
 from .clock import isoformat, utcnow
 from .db import db
-from .errors import NotFoundError, ValidationError
+from .errors import ForbiddenError, NotFoundError, ValidationError
 from .hashing import hash_secret
 from .models import Client
 from .scopes import ScopeError, current_catalogue, format_scope, parse_scope
@@ -26,6 +27,7 @@ SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 MAX_AUDIENCES = 10
 URI_RE = re.compile(r"^(https?://[^\s/?#]+[^\s#]*|urn:[a-z0-9][a-z0-9-]{0,31}:\S+)$", re.I)
 NAME_MAX = 200
+UPDATABLE = ("name", "scope", "audiences", "token_ttl", "enabled", "jwks")
 
 
 def generate_client_secret() -> str:
@@ -62,6 +64,20 @@ def validate_scopes(value: object, errors: dict, field: str = "scope") -> list[s
         errors.setdefault(field, []).append("unknown scope: " + ", ".join(unknown[:10]))
         return None
     return names
+
+
+def validate_grantable(names: Iterable[str], held_scopes: Iterable[str] | None) -> None:
+    """Raise ForbiddenError unless ``held_scopes`` cover every name (umbrella-aware).
+
+    SECURITY.md AD04: a caller can never grant more than it holds. ``None`` means an
+    unrestricted caller (the CLI, run by whoever holds the database).
+    """
+    if held_scopes is None:
+        return
+    held = frozenset(held_scopes)
+    catalogue = current_catalogue()
+    if any(not catalogue.covers(held, name) for name in names):
+        raise ForbiddenError("A scope is not covered by the caller's own scopes.")
 
 
 def validate_audiences(value: object, errors: dict) -> list[str] | None:
@@ -117,8 +133,12 @@ def describe(client: Client) -> dict:
 
 def create_client(*, name: str, scope, actor: str, token_ttl: int | None = None,
                   audiences: list[str] | None = None, auth_method: str = "client_secret_basic",
-                  jwks: dict | None = None) -> tuple[Client, str | None]:
-    """Register a client; returns it and its secret (None for private_key_jwt), shown once."""
+                  jwks: dict | None = None,
+                  held_scopes: Iterable[str] | None = None) -> tuple[Client, str | None]:
+    """Register a client; returns it and its secret (None for private_key_jwt), shown once.
+
+    With ``held_scopes`` (the caller's), every scope must be covered by them (else ForbiddenError).
+    """
     errors: dict[str, list[str]] = {}
     name = validate_name(name, errors)
     scopes = validate_scopes(scope, errors)
@@ -134,6 +154,7 @@ def create_client(*, name: str, scope, actor: str, token_ttl: int | None = None,
         errors.setdefault("jwks", []).append("only for private_key_jwt clients")
     if errors:
         raise ValidationError(errors)
+    validate_grantable(scopes, held_scopes)
     secret = generate_client_secret() if auth_method in SECRET_METHODS else None
     now = utcnow()
     client = Client(client_id=secrets.token_hex(16), name=name, scope=format_scope(scopes),
@@ -158,7 +179,7 @@ def get_client(client_id: str) -> Client:
 def query_client(client_id: object) -> Client | None:
     """Look a client up by ``client_id`` (None for unknown or malformed ids)."""
     # PostgreSQL text cannot hold NUL: such an id would be a driver error (500), not a miss.
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64 or "\x00" in client_id:
         return None
     return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
 
@@ -176,17 +197,27 @@ def list_clients(*, enabled: bool | None = None, name: str | None = None,
     return list(rows), total
 
 
-def update_client(client_id: str, *, actor: str, **changes) -> Client:
-    """Change name, scope, audiences, token_ttl or enabled; audited."""
+def update_client(client_id: str, *, actor: str, held_scopes: Iterable[str] | None = None,
+                  **changes) -> Client:
+    """Change name, scope, audiences, token_ttl, enabled or jwks; audited.
+
+    With ``held_scopes``, the client's current and new scopes must be covered by them.
+    """
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise ValidationError({field: ["cannot be set"] for field in unknown})
     client = get_client(client_id)
-    before = describe(client)
+    validate_grantable(parse_scope(client.scope), held_scopes)
+    before = describe(client) | {"jwks_kids": _kids(client.jwks)}
     errors: dict[str, list[str]] = {}
+    new_scopes: list[str] = []
     if "name" in changes:
         client.name = validate_name(changes["name"], errors) or client.name
     if "scope" in changes:
         scopes = validate_scopes(changes["scope"], errors)
         if scopes is not None:
             client.scope = format_scope(scopes)
+            new_scopes = scopes
     if "audiences" in changes:
         audiences = validate_audiences(changes["audiences"], errors)
         if audiences is not None:
@@ -198,13 +229,30 @@ def update_client(client_id: str, *, actor: str, **changes) -> Client:
             errors.setdefault("enabled", []).append("must be true or false")
         else:
             client.enabled = changes["enabled"]
+    if "jwks" in changes:
+        if client.auth_method != "private_key_jwt":
+            errors.setdefault("jwks", []).append("only for private_key_jwt clients")
+        else:
+            client.jwks = validate_jwks(changes["jwks"], errors) or client.jwks
     if errors:
         db.session.rollback()
         raise ValidationError(errors)
+    try:
+        validate_grantable(new_scopes, held_scopes)
+    except ForbiddenError:
+        db.session.rollback()
+        raise
     client.updated_at = utcnow()
-    audit.record(actor, "update", "oauth-client", client.client_id, before, describe(client))
+    action = "disable" if before["enabled"] and not client.enabled else "update"
+    audit.record(actor, action, "oauth-client", client.client_id, before,
+                 describe(client) | {"jwks_kids": _kids(client.jwks)})
     db.session.commit()
     return client
+
+
+def _kids(jwks: dict | None) -> list:
+    """The ``kid`` of each registered public key (what the audit trail says about a JWKS)."""
+    return [key.get("kid") for key in (jwks or {}).get("keys", []) if isinstance(key, dict)]
 
 
 def disable_client(client_id: str, *, actor: str) -> Client:
@@ -212,9 +260,14 @@ def disable_client(client_id: str, *, actor: str) -> Client:
     return update_client(client_id, actor=actor, enabled=False)
 
 
-def rotate_secret(client_id: str, *, actor: str, grace_seconds: int = 0) -> tuple[Client, str]:
-    """Issue a new secret; the previous one stays valid for ``grace_seconds`` (0 = not at all)."""
+def rotate_secret(client_id: str, *, actor: str, grace_seconds: int = 0,
+                  held_scopes: Iterable[str] | None = None) -> tuple[Client, str]:
+    """Issue a new secret; the previous one stays valid for ``grace_seconds`` (0 = not at all).
+
+    With ``held_scopes``, the caller must cover the client's scopes: the new secret is its power.
+    """
     client = get_client(client_id)
+    validate_grantable(parse_scope(client.scope), held_scopes)
     if client.auth_method not in SECRET_METHODS:
         raise ValidationError({"authMethod": ["a private_key_jwt client has no secret"]})
     maximum = 30 * 86400

@@ -25,6 +25,19 @@ SQLALCHEMY_ENGINE_OPTIONS: dict = {}
 ENCRYPTION_KEY = None
 #: Flask session signing key (web UI); ``authserver init`` writes one too.
 SECRET_KEY = None
+#: Web UI sessions (server-side rows): seconds without a request, and seconds since sign-in,
+#: after which an operator must sign in again.
+UI_IDLE_TIMEOUT = 30 * 60
+UI_SESSION_LIFETIME = 12 * 3600
+#: Web UI sign-in attempts per username and per caller address (temporary lockout).
+UI_LOGIN_RATE_LIMIT = "10/minute"
+UI_LOGIN_ADDRESS_RATE_LIMIT = "30/minute"
+#: The web UI's cookie: HttpOnly, SameSite=Lax; Secure is added on HTTPS requests anyway.
+#: Set SESSION_COOKIE_SECURE = True behind a TLS-terminating proxy.
+SESSION_COOKIE_NAME = "authserver_ui"
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = False
 #: Algorithm of newly created signing keys: RS256, ES256 or EdDSA.
 SIGNING_ALG = "RS256"
 #: RSA modulus size for RS256 keys (>= 2048).
@@ -57,6 +70,8 @@ AUTH_FAILURE_RATE_LIMIT = "30/minute"
 INTROSPECTION_RATE_LIMIT = "600/minute"
 #: Admin API creates and updates per caller (the platform allows 40 a day).
 ADMIN_WRITE_RATE_LIMIT = "40/day"
+#: Longest API key validity: validTo at most this many days from the time it is set.
+MAX_API_KEY_VALIDITY_DAYS = 730
 #: Where counters live: "memory://" (one process) or "redis://127.0.0.1:6379" (shared).
 RATELIMIT_STORAGE_URI = "memory://"
 #: One JSON log line per request (request id, path, status, time; never credentials).

@@ -43,6 +43,24 @@ class NotFoundError(LookupError):
     """A service function was asked for an object that does not exist."""
 
 
+class UnauthorizedError(PermissionError):
+    """No valid credential (admin API); 401 with the given WWW-Authenticate challenge."""
+
+    def __init__(self, description: str = "Unauthorized", headers: dict | None = None):
+        super().__init__(description)
+        self.description = description
+        self.headers = headers or {}
+
+
+class ForbiddenError(PermissionError):
+    """The caller may not do this (e.g. grant a scope it does not hold itself); 403."""
+
+    def __init__(self, description: str = "Forbidden", headers: dict | None = None):
+        super().__init__(description)
+        self.description = description
+        self.headers = headers or {}
+
+
 class ServiceUnavailable(Exception):
     """A dependency (the database) cannot be reached; answered with 503 + Retry-After."""
 
@@ -114,6 +132,18 @@ def _handle_validation_error(error: ValidationError) -> Response:
     return error_response(400, str(error), validation_errors=error.errors)
 
 
+def _handle_not_found(error: NotFoundError) -> Response:
+    return error_response(404, "Not found.")
+
+
+def _handle_forbidden(error: ForbiddenError) -> Response:
+    return error_response(403, error.description, error.headers)
+
+
+def _handle_unauthorized(error: UnauthorizedError) -> Response:
+    return error_response(401, error.description, error.headers)
+
+
 def _handle_rate_limited(error) -> Response:
     return error_response(429, "Too many requests.", {"Retry-After": str(error.retry_after)})
 
@@ -127,6 +157,9 @@ def init_app(app: Flask) -> None:
     """Register the renderers."""
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(ValidationError, _handle_validation_error)
+    app.register_error_handler(NotFoundError, _handle_not_found)
+    app.register_error_handler(ForbiddenError, _handle_forbidden)
+    app.register_error_handler(UnauthorizedError, _handle_unauthorized)
     from .limits import RateLimited
 
     app.register_error_handler(RateLimited, _handle_rate_limited)

@@ -3,6 +3,8 @@ revocation feed resource servers follow to refuse revoked JWTs within seconds.""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc6749 import (
@@ -13,6 +15,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from flask import current_app
 
 from . import api_keys
 from .clock import utcnow
@@ -120,19 +123,20 @@ class RevocationFeedEndpoint(TokenEndpoint):
         if not holds_introspect_scope(client):
             raise ForbiddenError("The client may not read the revocation feed.")
         after = request.form.get("after", "0")
-        if not after.isdigit() or len(after) > 18:
+        # ASCII digits only: str.isdigit() admits "²" (int() fails: 500) and other scripts.
+        if not (after.isascii() and after.isdigit()) or len(after) > 18:
             raise InvalidRequestError("'after' must be a cursor from a previous answer.")
-        now = utcnow()
+        # Entries stay listed while a verifier with our leeway could still accept the token.
+        listed_after = utcnow() - timedelta(seconds=current_app.config["LEEWAY"])
+        # One statement, so the cursor only moves past rows this answer has seen: a second
+        # query (e.g. max(id)) could see a row committed in between and skip it for good.
         rows = db.session.execute(
             sa.select(RevokedToken.id, RevokedToken.jti, RevokedToken.expires_at)
-            .where(RevokedToken.id > int(after), RevokedToken.expires_at > now)
+            .where(RevokedToken.id > int(after))
             .order_by(RevokedToken.id).limit(FEED_PAGE_SIZE + 1)).all()
         page = rows[:FEED_PAGE_SIZE]
-        cursor = page[-1].id if page else int(after)
-        if not page:
-            # Let a fresh reader skip past expired entries it will never need.
-            cursor = max(cursor, db.session.scalar(sa.select(sa.func.max(RevokedToken.id))) or 0)
+        cursor = page[-1].id if page else int(after)  # expired rows are passed over too
         body = {"revocations": [{"jti": row.jti, "exp": int(row.expires_at.timestamp())}
-                                for row in page],
+                                for row in page if row.expires_at > listed_after],
                 "cursor": cursor, "has_more": len(rows) > FEED_PAGE_SIZE}
         return 200, body, default_json_headers

@@ -2,16 +2,14 @@
 
 Bodies follow the platform's public OpenAPI as its official Python client library
 (``infobip-api-python-client``) sends and parses them. Errors use the legacy envelope of
-``resource_demo.errors``; the app must call ``register_error_handlers(app)``.
+``resource_demo.errors``; the app must call ``register_error_handlers(app)``. Request
+validation lives in ``payloads``, SMS parsing and text counting in ``sms``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import unicodedata
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -19,14 +17,16 @@ from flask import Blueprint, current_app, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from resource_demo.errors import BadRequest, NotFound
+from resource_demo.payloads import Fields, arg_filters, read_json_object
+from resource_demo.sms import (
+    LANGUAGE_CODES, MAX_TEXT, TRANSLITERATIONS, Outbound, parse_sms_v2, parse_sms_v3, sms_parts,
+    transliterate,
+)
 from resource_demo.storage import (
-    BULK_TRANSITIONS, FORMS, PEOPLE, STATUS_ENROUTE, STATUS_PENDING, Bulk, DemoStore, SmsRecord, new_id,
+    BULK_TRANSITIONS, FORMS, PEOPLE, STATUS_ENROUTE, STATUS_PENDING, DemoStore, SmsRecord, new_id,
 )
 
 MAX_BODY_BYTES = 1024 * 1024
-MAX_DESTINATIONS = 1000  # per request
-MAX_TEXT = 4096  # characters; bounds what the store keeps
-MAX_SCHEDULE_AHEAD = timedelta(days=180)
 
 
 class EndpointScopes(NamedTuple):
@@ -36,6 +36,7 @@ class EndpointScopes(NamedTuple):
     path: str
     scopes: tuple[str, ...]
     summary: str
+    api_keys: bool = True  # False: App keys are refused even when they hold a scope
 
 
 # SCOPES.md, "SMS endpoints for the demo resource server": the one source for the guard
@@ -59,8 +60,9 @@ ENDPOINT_SCOPES: tuple[EndpointScopes, ...] = (
                    "Get scheduled SMS messages"),
     EndpointScopes("PUT", "/sms/1/bulks/status", ("sms:manage",),
                    "Update scheduled SMS messages status"),
+    # SCOPES.md: key management, sub-account and balance endpoints do not accept API keys.
     EndpointScopes("GET", "/account/1/balance", ("account-management:manage",),
-                   "Get account balance"),
+                   "Get account balance", api_keys=False),
     EndpointScopes("POST", "/whatsapp/1/message/text",
                    ("message:send", "whatsapp:message:send", "whatsapp:manage"),
                    "Send WhatsApp text message"),
@@ -75,280 +77,11 @@ ENDPOINT_SCOPES: tuple[EndpointScopes, ...] = (
 class Guard(Protocol):
     """What the blueprint needs from ``resource_demo.guard``."""
 
-    def require_any_scope(self, *scopes: str) -> Callable[[Callable], Callable]: ...
+    def require_any_scope(self, *scopes: str,
+                          allow_api_keys: bool = True) -> Callable[[Callable], Callable]: ...
 
 
-def parse_timestamp(value: str) -> datetime | None:
-    """Parse ISO 8601 (``Z``, ``+00:00`` or ``+0000``); naive means UTC; None if invalid."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object",
-               list: "an array"}
-
-
-class Fields:
-    """Collects validation errors field by field, then raises one BadRequest naming them."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, list[str]] = {}
-
-    def fail(self, path: str, message: str) -> None:
-        """Record one violation of ``path``."""
-        self.errors.setdefault(path, []).append(message)
-
-    def check(self) -> None:
-        """Raise BadRequest (400, validationErrors) if any field failed."""
-        if self.errors:
-            raise BadRequest(validation_errors=self.errors)
-
-    def get(self, obj: Any, key: str, kind: type, *, at: str = "", required: bool = False,
-            max_len: int | None = None, choices: Iterable[str] | None = None) -> Any:
-        """Read ``obj[key]`` as ``kind``; on a violation record it and return None."""
-        path = f"{at}.{key}" if at else key
-        value = obj.get(key) if isinstance(obj, dict) else None
-        if value is None:
-            if required:
-                self.fail(path, "must not be null")
-            return None
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            self.fail(path, f"must be {_TYPE_NAMES[kind]}")
-            return None
-        if isinstance(value, str | list):
-            if required and not (value.strip() if isinstance(value, str) else value):
-                blank = "must not be blank" if isinstance(value, str) else "must not be empty"
-                self.fail(path, blank)
-                return None
-            if max_len is not None and len(value) > max_len:
-                self.fail(path, f"size must be at most {max_len}")
-                return None
-        if choices is not None and value not in choices:
-            self.fail(path, "must be one of: " + ", ".join(choices))
-            return None
-        return value
-
-    def timestamp(self, obj: Any, key: str, *, at: str = "") -> datetime | None:
-        """Read an ISO 8601 date-time string."""
-        raw = self.get(obj, key, str, at=at)
-        moment = parse_timestamp(raw) if raw is not None else None
-        if raw is not None and moment is None:
-            self.fail(f"{at}.{key}" if at else key, "must be an ISO 8601 date-time")
-        return moment
-
-    def arg_int(self, name: str, default: int, low: int, high: int) -> int:
-        """Read an integer query argument within [low, high]."""
-        raw = request.args.get(name)
-        if raw is None:
-            return default
-        if not re.fullmatch(r"-?[0-9]{1,9}", raw):
-            self.fail(name, "must be an integer")
-            return default
-        if not low <= int(raw) <= high:
-            self.fail(name, f"must be between {low} and {high}")
-            return default
-        return int(raw)
-
-    def arg(self, name: str, *, required: bool = False,
-            choices: Iterable[str] | None = None) -> str | None:
-        """Read a string query argument."""
-        return self.get(request.args.to_dict(), name, str, required=required, choices=choices)
-
-    def arg_timestamp(self, name: str) -> datetime | None:
-        """Read an ISO 8601 query argument."""
-        return self.timestamp(request.args.to_dict(), name)
-
-
-def read_json_object() -> dict:
-    """The request body as a JSON object; 415, 413 or 400 in the envelope otherwise."""
-    if not request.is_json:
-        raise UnsupportedMediaType()
-    raw = request.get_data(cache=False)  # 413 past the body limit
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays
-        raise BadRequest() from None
-    if not isinstance(body, dict):
-        raise BadRequest(validation_errors={"body": ["must be a JSON object"]})
-    return body
-
-
-def _arg_filters(getters: dict[str, Callable[[Any], Any]]) -> Callable[[Any], bool]:
-    """A predicate over the query arguments present; repeated or comma-separated = any of."""
-    tests = []
-    for name, getter in getters.items():
-        wanted = {v for raw in request.args.getlist(name) for v in raw.split(",") if v}
-        if wanted:
-            tests.append((getter, wanted))
-    return lambda item: all(getter(item) in wanted for getter, wanted in tests)
-
-
-# -- SMS text accounting ---------------------------------------------------------------
-
-_GSM7 = frozenset("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
-                  "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")  # two septets each
-TRANSLITERATIONS = ("TURKISH", "GREEK", "CYRILLIC", "SERBIAN_CYRILLIC", "BULGARIAN_CYRILLIC",
-                    "CENTRAL_EUROPEAN", "BALTIC", "PORTUGUESE", "COLOMBIAN", "NON_UNICODE",
-                    "NONE", "ALL")
-LANGUAGE_CODES = ("TR", "ES", "PT", "AUTODETECT")
-
-
-def sms_parts(text: str) -> tuple[int, int]:
-    """(SMS parts, characters left in the last part): GSM-7 160/153, else UCS-2 70/67."""
-    if all(c in _GSM7 or c in _GSM7_EXTENDED for c in text):
-        units, single, multi = sum(2 if c in _GSM7_EXTENDED else 1 for c in text), 160, 153
-    else:
-        units, single, multi = len(text.encode("utf-16-le")) // 2, 70, 67
-    if units <= single:
-        return 1, single - units
-    parts = -(-units // multi)
-    return parts, parts * multi - units
-
-
-def transliterate(text: str, code: str | None) -> str:
-    """Approximate the platform's transliteration: drop diacritics (NFKD) unless NONE."""
-    if code in (None, "NONE"):
-        return text
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-# -- SMS sending -----------------------------------------------------------------------
-
-class _Outbound(NamedTuple):
-    records: list[SmsRecord]
-    bulk: Bulk | None
-    bulk_id: str | None
-
-
-def _v3_content(f: Fields, message: dict, at: str) -> tuple[dict | None, int]:
-    content = f.get(message, "content", dict, at=at, required=True)
-    if content is None:
-        return None, 0
-    at = f"{at}.content"
-    if ("text" in content) == ("hex" in content):
-        f.fail(at, "must contain either text or hex")
-        return None, 0
-    if "hex" in content:
-        data = f.get(content, "hex", str, at=at, required=True, max_len=2 * MAX_TEXT)
-        f.get(content, "dataCoding", int, at=at)
-        f.get(content, "esmClass", int, at=at)
-        digits = re.sub(r"\s", "", data or "")
-        if data is not None and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", digits):
-            f.fail(f"{at}.hex", "must be pairs of hexadecimal digits")
-            return None, 0
-        kept = {k: content[k] for k in ("hex", "dataCoding", "esmClass") if k in content}
-        return kept, max(1, -(-len(digits) // 280))  # 140 bytes per part
-    text = f.get(content, "text", str, at=at, required=True, max_len=MAX_TEXT)
-    code = f.get(content, "transliteration", str, at=at, choices=TRANSLITERATIONS)
-    if text is None:
-        return None, 0
-    text = transliterate(text, code)
-    return {"text": text}, sms_parts(text)[0]
-
-
-def _destinations(f: Fields, message: dict, at: str, **shared: Any) -> list[SmsRecord]:
-    records = []
-    for j, dest in enumerate(f.get(message, "destinations", list, at=at, required=True) or []):
-        path = f"{at}.destinations[{j}]"
-        if not isinstance(dest, dict):
-            f.fail(path, "must be an object")
-            continue
-        to = f.get(dest, "to", str, at=path, required=True, max_len=64)
-        message_id = f.get(dest, "messageId", str, at=path, max_len=200)
-        f.get(dest, "networkId", int, at=path)
-        records.append(SmsRecord(message_id=message_id or new_id(), to=to, **shared))
-    return records
-
-
-def _check_batch(f: Fields, records: list[SmsRecord]) -> None:
-    if len(records) > MAX_DESTINATIONS:
-        f.fail("messages", f"at most {MAX_DESTINATIONS} destinations per request")
-    ids = [r.message_id for r in records]
-    if len(set(ids)) != len(ids):
-        f.fail("messages", "messageId values must be unique")
-    f.check()
-
-
-def _check_send_at(f: Fields, send_at: datetime | None, path: str, now: datetime) -> None:
-    if send_at is not None and send_at > now + MAX_SCHEDULE_AHEAD:
-        f.fail(path, "must be at most 180 days in the future")
-
-
-def _schedule(records: list[SmsRecord], bulk_id: str | None) -> _Outbound:
-    """Assign the bulk id (generated when several destinations) and group scheduled ones."""
-    if bulk_id is None and (len(records) > 1 or any(r.send_at for r in records)):
-        bulk_id = new_id()
-    for record in records:
-        record.bulk_id = bulk_id
-    times = [r.send_at for r in records if r.send_at is not None]
-    bulk = Bulk(bulk_id, min(times), pending=list(records)) if times and bulk_id else None
-    return _Outbound(records, bulk, bulk_id)
-
-
-def parse_sms_v3(body: dict, now: datetime) -> tuple[_Outbound, bool]:
-    """Validate an ``SmsRequest``; also whether the reply includes SMS counts."""
-    f = Fields()
-    options = f.get(body, "options", dict) or {}
-    schedule = f.get(options, "schedule", dict, at="options") or {}
-    bulk_id = f.get(schedule, "bulkId", str, at="options.schedule", max_len=100)
-    send_at = f.timestamp(schedule, "sendAt", at="options.schedule")
-    _check_send_at(f, send_at, "options.schedule.sendAt", now)
-    with_count = f.get(options, "includeSmsCountInResponse", bool, at="options") or False
-    records: list[SmsRecord] = []
-    for i, message in enumerate(f.get(body, "messages", list, required=True) or []):
-        at = f"messages[{i}]"
-        if not isinstance(message, dict):
-            f.fail(at, "must be an object")
-            continue
-        content, count = _v3_content(f, message, at)
-        opts = f.get(message, "options", dict, at=at) or {}
-        platform = f.get(opts, "platform", dict, at=f"{at}.options") or {}
-        hooks = f.get(message, "webhooks", dict, at=at) or {}
-        records += _destinations(
-            f, message, at, content=content, message_count=count, send_at=send_at,
-            sender=f.get(message, "sender", str, at=at, max_len=64),
-            entity_id=f.get(platform, "entityId", str, at=f"{at}.options.platform", max_len=255),
-            application_id=f.get(platform, "applicationId", str,
-                                 at=f"{at}.options.platform", max_len=255),
-            campaign_reference_id=f.get(opts, "campaignReferenceId", str,
-                                        at=f"{at}.options", max_len=255),
-            callback_data=f.get(hooks, "callbackData", str, at=f"{at}.webhooks", max_len=4000))
-    _check_batch(f, records)
-    return _schedule(records, bulk_id), with_count
-
-
-def parse_sms_v2(body: dict, now: datetime) -> _Outbound:
-    """Validate the older ``/sms/2/text/advanced`` request (``from``, ``text`` per message)."""
-    f = Fields()
-    bulk_id = f.get(body, "bulkId", str, max_len=100)
-    records: list[SmsRecord] = []
-    for i, message in enumerate(f.get(body, "messages", list, required=True) or []):
-        at = f"messages[{i}]"
-        if not isinstance(message, dict):
-            f.fail(at, "must be an object")
-            continue
-        text = f.get(message, "text", str, at=at, required=True, max_len=MAX_TEXT) or ""
-        text = transliterate(text, f.get(message, "transliteration", str, at=at,
-                                         choices=TRANSLITERATIONS))
-        send_at = f.timestamp(message, "sendAt", at=at)
-        _check_send_at(f, send_at, f"{at}.sendAt", now)
-        records += _destinations(
-            f, message, at, content={"text": text}, message_count=sms_parts(text)[0],
-            send_at=send_at, sender=f.get(message, "from", str, at=at, max_len=64),
-            entity_id=f.get(message, "entityId", str, at=at, max_len=255),
-            application_id=f.get(message, "applicationId", str, at=at, max_len=255),
-            campaign_reference_id=f.get(message, "campaignReferenceId", str, at=at, max_len=255),
-            callback_data=f.get(message, "callbackData", str, at=at, max_len=4000))
-    _check_batch(f, records)
-    return _schedule(records, bulk_id)
-
-
-def _accept(store: DemoStore, outbound: _Outbound, bulk_id_path: str) -> None:
+def _accept(store: DemoStore, outbound: Outbound, bulk_id_path: str) -> None:
     try:
         store.add_sms(outbound.records, scheduled_bulk=outbound.bulk)
     except ValueError as exc:  # the bulk id is taken
@@ -406,7 +139,7 @@ class DemoApi:
         f = Fields()
         limit = f.arg_int("limit", 50, 1, 1000)
         f.check()
-        match = _arg_filters(_RECORD_FILTERS)
+        match = arg_filters(_RECORD_FILTERS)
         return {"results": self.store.take_reports(match, limit, consume=_consumes())}
 
     @_serves("GET", "/sms/1/inbox/reports")
@@ -415,7 +148,7 @@ class DemoApi:
         f = Fields()
         limit = f.arg_int("limit", 50, 1, 1000)
         f.check()
-        match = _arg_filters({k: (lambda m, k=k: m.get(k)) for k in
+        match = arg_filters({k: (lambda m, k=k: m.get(k)) for k in
                               ("applicationId", "entityId", "campaignReferenceId")})
         results, pending = self.store.take_inbound(match, limit, consume=_consumes())
         return {"results": results, "messageCount": len(results), "pendingMessageCount": pending}
@@ -433,7 +166,7 @@ class DemoApi:
         if request.args.get("mnc") and not request.args.get("mcc"):
             f.fail("mnc", "requires mcc")
         f.check()
-        by_args = _arg_filters({**_RECORD_FILTERS, "sender": attrgetter("sender"),
+        by_args = arg_filters({**_RECORD_FILTERS, "sender": attrgetter("sender"),
                                 "destination": attrgetter("to"),
                                 "generalStatus": lambda r: r.status["groupName"]})
         by_network = bool(request.args.get("mcc"))
@@ -601,9 +334,11 @@ def _limit_body_size() -> None:
 
 
 def list_scopes() -> dict:
-    """GET /scopes (no credential): each endpoint with the scopes it accepts, any one of them."""
+    """GET /scopes (no credential): each endpoint, the scopes it accepts (any one of them) and
+    whether API keys may call it."""
     return {"endpoints": [
-        {"method": e.method, "path": e.path, "summary": e.summary, "scopes": list(e.scopes)}
+        {"method": e.method, "path": e.path, "summary": e.summary, "scopes": list(e.scopes),
+         "apiKeys": e.api_keys}
         for e in ENDPOINT_SCOPES]}
 
 
@@ -616,7 +351,8 @@ def create_blueprint(guard: Guard, store: DemoStore | None = None) -> Blueprint:
     bp.before_request(_limit_body_size)
     for endpoint in ENDPOINT_SCOPES:
         name = _VIEW_NAMES[(endpoint.method, endpoint.path)]
-        view = guard.require_any_scope(*endpoint.scopes)(getattr(api, name))
+        view = guard.require_any_scope(*endpoint.scopes, allow_api_keys=endpoint.api_keys)(
+            getattr(api, name))
         bp.add_url_rule(endpoint.path, endpoint=name, view_func=view, methods=[endpoint.method])
     bp.add_url_rule("/scopes", endpoint="scopes", view_func=list_scopes, methods=["GET"])
     return bp

@@ -128,12 +128,19 @@ class ResourceGuard:
 
     # --- decorators -----------------------------------------------------------------
 
-    def require_scope(self, scope: str) -> Callable[[Callable], Callable]:
+    def require_scope(self, scope: str, *,
+                      allow_api_keys: bool = True) -> Callable[[Callable], Callable]:
         """Accept ``scope`` and every umbrella that covers it (the catalogue's one table)."""
-        return self.require_any_scope(*sorted(self.catalogue.accepted_by(scope)))
+        return self.require_any_scope(*sorted(self.catalogue.accepted_by(scope)),
+                                      allow_api_keys=allow_api_keys)
 
-    def require_any_scope(self, *scopes: str) -> Callable[[Callable], Callable]:
-        """Accept a credential holding at least one of ``scopes`` (explicit any-of list)."""
+    def require_any_scope(self, *scopes: str,
+                          allow_api_keys: bool = True) -> Callable[[Callable], Callable]:
+        """Accept a credential holding at least one of ``scopes`` (explicit any-of list).
+
+        ``allow_api_keys=False``: an App key gets 403 even when it holds a scope (SCOPES.md:
+        key management, sub-account and balance endpoints refuse API keys).
+        """
         accepted = frozenset(scopes)
         if not accepted:
             raise ValueError("require_any_scope needs at least one scope")
@@ -141,14 +148,18 @@ class ResourceGuard:
         def decorator(view: Callable) -> Callable:
             @functools.wraps(view)
             def wrapper(*args, **kwargs):
+                # Authenticate first: a bad credential is 401 whatever its kind.
                 principal = self.authenticate()
-                if not has_required_scope(principal.scopes, accepted):
+                refused_kind = principal.kind == "api_key" and not allow_api_keys
+                if refused_kind or not has_required_scope(principal.scopes, accepted):
+                    # RFC 6750 §3.1: 403 with the scopes that would let the caller in.
                     raise Forbidden(headers=self._challenge(
                         error="insufficient_scope", scope=" ".join(sorted(accepted))))
                 g.principal = principal
                 return view(*args, **kwargs)
 
             wrapper.accepted_scopes = accepted
+            wrapper.accepts_api_keys = allow_api_keys
             return wrapper
 
         return decorator

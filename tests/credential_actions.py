@@ -51,8 +51,9 @@ def revoke(client, token, auth: dict | None = None, **form):
 
 
 def feed(client, auth: dict | None = None, **form):
-    """POST /oauth2/revocations (the revocation feed)."""
-    return client.post("/oauth2/revocations", data=form, headers=auth or {})
+    """POST /oauth2/revocations (the revocation feed), form-encoded even when empty."""
+    return client.post("/oauth2/revocations", data=form, headers=auth or {},
+                       content_type="application/x-www-form-urlencoded")
 
 
 class Caller:

@@ -1,8 +1,9 @@
 """The demo API over real HTTP, driven by the platform's official client library.
 
-The guard here is the stand-in ``HeaderScopesGuard`` (tests/demo_support.py): the
-Authorization header names the caller's scopes. Expectations about bodies and status
-codes hold for any guard that applies the any-of rule to ENDPOINT_SCOPES.
+The real guard stands in front of it, against a live authorization server: every request
+carries a JWT (``Bearer``) or an API key (``App``) that server issued, minted once per scope
+set per module (tests/guard_support.py). API keys are the default credential here; the
+credential-kind tests run with both.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from datetime import timedelta
 
 import pytest
 import requests
-from flask import Flask
 from infobip_api_client import (
     ApiClient, Configuration, FormsApi, SmsApi, SmsBulkStatus, SmsDestination, SmsMessage,
     SmsMessageContent, SmsMessageRequestOptions, SmsPreviewRequest, SmsRequest,
@@ -25,16 +25,22 @@ from infobip_api_client.exceptions import (
     UnauthorizedException,
 )
 
-from demo_support import FakeClock, HeaderScopesGuard, serve
-from resource_demo.api import ENDPOINT_SCOPES, MAX_BODY_BYTES, create_blueprint
-from resource_demo.errors import ServiceUnavailable, register_error_handlers
+from demo_support import FakeClock
+from guard_support import (  # noqa: F401  (fixtures)
+    BAD_REQUEST,
+    FORBIDDEN,
+    SCHEMES,
+    UNAUTHORIZED,
+    auth_server,
+    credentials,
+    guard_config,
+    running,
+)
+from resource_demo.api import ENDPOINT_SCOPES, MAX_BODY_BYTES
+from resource_demo.app import create_app as create_demo_app
+from resource_demo.errors import ServiceUnavailable
 from resource_demo.storage import DemoStore, seed_inbound
 
-FORBIDDEN = '{"requestError":{"serviceException":{"messageId":"FORBIDDEN","text":"Forbidden"}}}'
-UNAUTHORIZED = ('{"requestError":{"serviceException":'
-                '{"messageId":"UNAUTHORIZED","text":"Invalid login details"}}}')
-BAD_REQUEST = ('{"requestError":{"serviceException":'
-               '{"messageId":"BAD_REQUEST","text":"Bad request"}}}')
 GENERAL_ERROR = ('{"requestError":{"serviceException":{"messageId":"GENERAL_ERROR",'
                  '"text":"Something went wrong. Please contact support."}}}')
 
@@ -57,6 +63,8 @@ DOCUMENTED_SCOPES = {
     ("GET", "/people/2/persons"): ("people:manage", "people:read"),
     ("GET", "/forms/1/forms"): ("forms:manage", "forms:read", "web:sdk"),
 }
+# SCOPES.md: key management, sub-account and balance endpoints do not accept API keys.
+REFUSE_API_KEYS = {("GET", "/account/1/balance")}
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -74,12 +82,9 @@ def demo_store(demo_clock):
 
 
 @pytest.fixture
-def demo_app(demo_store):
-    """The blueprint behind the stand-in guard, plus two routes that fail on purpose."""
-    app = Flask(__name__)
-    app.config["TESTING"] = True
-    register_error_handlers(app)
-    app.register_blueprint(create_blueprint(HeaderScopesGuard(), store=demo_store))
+def demo_app(auth_server, credentials, demo_store):
+    """The demo API behind the real guard, plus two routes that fail on purpose."""
+    app = create_demo_app(guard_config(auth_server, credentials, TESTING=True), store=demo_store)
 
     @app.get("/test/boom")
     def boom():
@@ -95,23 +100,25 @@ def demo_app(demo_store):
 @pytest.fixture
 def demo_url(demo_app):
     """Base URL of the demo app served over real HTTP."""
-    with serve(demo_app) as url:
+    with running(demo_app) as url:
         yield url
 
 
 @pytest.fixture
-def api_client(demo_url):
-    """``api_client(credential, scheme="App")``: an official ApiClient for the demo."""
+def api_client(demo_url, credentials):
+    """``api_client(scopes, kind="api_key")``: an official ApiClient holding a real credential
+    with ``scopes`` (space-separated; None: no credential)."""
     made: list[ApiClient] = []
 
-    def make(credential: str | None, scheme: str = "App") -> ApiClient:
-        if credential is None:
+    def make(scopes: str | None, kind: str = "api_key") -> ApiClient:
+        if scopes is None:
             configuration = Configuration(host=demo_url)
-        elif scheme == "App":
-            configuration = Configuration(host=demo_url, api_key=credential)
+        elif kind == "api_key":
+            configuration = Configuration(host=demo_url,
+                                          api_key=credentials.api_key(scopes))
         else:  # the library's only auth hook is the API-key header; the prefix is free
-            configuration = Configuration(host=demo_url, api_key=credential,
-                                          api_key_prefix=scheme)
+            configuration = Configuration(host=demo_url, api_key=credentials.jwt(scopes),
+                                          api_key_prefix=SCHEMES[kind])
         made.append(ApiClient(configuration))
         return made[-1]
 
@@ -126,10 +133,17 @@ def sms(api_client):
     return SmsApi(api_client("sms:manage"))
 
 
-def http(demo_url, method: str, path: str, scopes: str = "sms:manage", **kwargs):
-    """A raw request (for endpoints the library does not call, and for broken bodies)."""
-    headers = {"Authorization": f"App {scopes}", **kwargs.pop("headers", {})}
-    return requests.request(method, demo_url + path, headers=headers, timeout=10, **kwargs)
+@pytest.fixture
+def http(credentials):
+    """``http(method, path, scopes="sms:manage", kind="api_key", url=demo_url, **kwargs)``: a raw
+    request with a real credential (for endpoints the library does not call, broken bodies)."""
+
+    def request(method: str, path: str, scopes: str = "sms:manage", *, kind: str = "api_key",
+                url: str = demo_url, **kwargs) -> requests.Response:
+        headers = {**credentials.header(kind, scopes), **kwargs.pop("headers", {})}
+        return requests.request(method, url + path, headers=headers, timeout=10, **kwargs)
+
+    return request
 
 
 def text_message(to: str = "41793026727", text: str = "Hello from the demo",
@@ -141,9 +155,9 @@ def text_message(to: str = "41793026727", text: str = "Hello from the demo",
 
 # -- sending, logs and delivery reports --------------------------------------------------
 
-@pytest.mark.parametrize("scheme", ["App", "Bearer"])
-def test_sent_sms_shows_in_logs_and_in_reports_once(api_client, scheme):
-    sms = SmsApi(api_client("sms:message:send,sms:logs:read", scheme))
+@pytest.mark.parametrize("kind", ["api_key", "jwt"])
+def test_sent_sms_shows_in_logs_and_in_reports_once(api_client, kind):
+    sms = SmsApi(api_client("sms:message:send sms:logs:read", kind))
     sent = sms.send_sms_messages(SmsRequest(messages=[text_message()]))
     [accepted] = sent.messages
     assert accepted.destination == "41793026727"
@@ -195,48 +209,46 @@ def test_logs_filters_and_cursor(sms, demo_clock):
     assert len(sms.get_outbound_sms_message_logs(destination="38591000001").results) == 1
 
 
-def test_head_does_not_consume_reports(demo_url, sms):
+def test_head_does_not_consume_reports(http, sms):
     sms.send_sms_messages(SmsRequest(messages=[text_message()]))
-    assert http(demo_url, "HEAD", "/sms/3/reports").status_code == 200
+    assert http("HEAD", "/sms/3/reports").status_code == 200
     assert len(sms.get_outbound_sms_message_delivery_reports().results) == 1
 
 
-def test_concurrent_sends_are_all_kept(demo_url):
+def test_concurrent_sends_are_all_kept(http):
     def send(n: int) -> int:
         body = {"messages": [{"destinations": [{"to": f"4179{n:04d}"}, {"to": f"4178{n:04d}"}],
                               "content": {"text": "x"}}]}
-        return http(demo_url, "POST", "/sms/3/messages", json=body).status_code
+        return http("POST", "/sms/3/messages", json=body).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert set(pool.map(send, range(40))) == {200}
-    logs = http(demo_url, "GET", "/sms/3/logs?limit=1000").json()["results"]
-    reports = http(demo_url, "GET", "/sms/3/reports?limit=1000").json()["results"]
+    logs = http("GET", "/sms/3/logs?limit=1000").json()["results"]
+    reports = http("GET", "/sms/3/reports?limit=1000").json()["results"]
     assert len(logs) == len(reports) == 80
     assert len({log["messageId"] for log in logs}) == 80
 
 
-def test_older_send_endpoint(demo_url):
+def test_older_send_endpoint(http):
     body = {"messages": [{"from": "InfoSMS", "text": "Older API",
                           "destinations": [{"to": "41793026727", "messageId": "my-id-1"}]}]}
-    response = http(demo_url, "POST", "/sms/2/text/advanced", "message:send", json=body)
+    response = http("POST", "/sms/2/text/advanced", "message:send", json=body)
     assert response.status_code == 200
     [message] = response.json()["messages"]
     assert message["to"] == "41793026727" and message["messageId"] == "my-id-1"
     assert message["status"]["groupName"] == "PENDING"
-    reports = http(demo_url, "GET", "/sms/3/reports", "message:send").json()["results"]
+    reports = http("GET", "/sms/3/reports", "message:send").json()["results"]
     assert [r["messageId"] for r in reports] == ["my-id-1"]
 
 
-def test_store_is_bounded(demo_url, demo_app):
+def test_store_is_bounded(http, auth_server, credentials):
     small = DemoStore(max_messages=3)
-    app = Flask("bounded")
-    register_error_handlers(app)
-    app.register_blueprint(create_blueprint(HeaderScopesGuard(), store=small))
-    with serve(app) as url:
+    app = create_demo_app(guard_config(auth_server, credentials), store=small)
+    with running(app) as url:
         for n in range(5):
             body = {"messages": [{"destinations": [{"to": f"4179{n}"}], "content": {"text": "x"}}]}
-            assert http(url, "POST", "/sms/3/messages", json=body).status_code == 200
-        logs = http(url, "GET", "/sms/3/logs").json()["results"]
+            assert http("POST", "/sms/3/messages", json=body, url=url).status_code == 200
+        logs = http("GET", "/sms/3/logs", url=url).json()["results"]
         assert [log["destination"] for log in logs] == ["41794", "41793", "41792"]
 
 
@@ -339,10 +351,10 @@ def test_missing_scope_is_forbidden_with_the_exact_body(api_client):
     assert error.value.data.request_error.service_exception.message_id == "FORBIDDEN"
 
 
-@pytest.mark.parametrize("scheme", ["App", "Bearer"])
-def test_forbidden_for_both_credential_kinds(api_client, scheme):
+@pytest.mark.parametrize("kind", ["api_key", "jwt"])
+def test_forbidden_for_both_credential_kinds(api_client, kind):
     with pytest.raises(ForbiddenException) as error:
-        FormsApi(api_client("people:read", scheme)).get_forms()
+        FormsApi(api_client("people:read", kind)).get_forms()
     assert error.value.body == FORBIDDEN
 
 
@@ -352,9 +364,9 @@ def test_no_credential_is_unauthorized(api_client):
     assert error.value.status == 401 and error.value.body == UNAUTHORIZED
 
 
-def test_library_ignores_access_token(demo_url):
+def test_library_ignores_access_token(demo_url, credentials):
     """Configuration(access_token=...) sends nothing: a bearer token must go in api_key."""
-    client = ApiClient(Configuration(host=demo_url, access_token="sms:manage"))
+    client = ApiClient(Configuration(host=demo_url, access_token=credentials.jwt("sms:manage")))
     try:
         with pytest.raises(UnauthorizedException):
             SmsApi(client).get_outbound_sms_message_logs()
@@ -374,27 +386,51 @@ def test_scopes_endpoint_lists_the_table(demo_url):
     listed = {(e["method"], e["path"]): tuple(e["scopes"]) for e in response.json()["endpoints"]}
     assert listed == DOCUMENTED_SCOPES
     assert all(e["summary"] for e in response.json()["endpoints"])
+    refusing = {(e["method"], e["path"]) for e in response.json()["endpoints"] if not e["apiKeys"]}
+    assert refusing == REFUSE_API_KEYS
+
+
+def test_table_refuses_api_keys_where_scopes_md_says():
+    assert {(e.method, e.path) for e in ENDPOINT_SCOPES if not e.api_keys} == REFUSE_API_KEYS
 
 
 ALL_ROWS = [(m, p, s) for (m, p), scopes in DOCUMENTED_SCOPES.items() for s in scopes]
 
 
+def kind_for(method: str, path: str) -> str:
+    """API keys where the endpoint takes them, else a JWT."""
+    return "jwt" if (method, path) in REFUSE_API_KEYS else "api_key"
+
+
 @pytest.mark.parametrize(("method", "path", "scope"), ALL_ROWS)
-def test_each_accepted_scope_gets_in(demo_url, method, path, scope):
-    response = http(demo_url, method, path, scope)
+def test_each_accepted_scope_gets_in(http, method, path, scope):
+    response = http(method, path, scope, kind=kind_for(method, path))
     assert response.status_code not in (401, 403), response.text
 
 
 @pytest.mark.parametrize(("method", "path"), list(DOCUMENTED_SCOPES))
-def test_other_scopes_are_forbidden(demo_url, method, path):
+def test_other_scopes_are_forbidden(http, method, path):
     others = {s for scopes in DOCUMENTED_SCOPES.values() for s in scopes}
     others -= set(DOCUMENTED_SCOPES[(method, path)])
-    response = http(demo_url, method, path, ",".join(sorted(others)))
+    response = http(method, path, " ".join(sorted(others)), kind=kind_for(method, path))
     assert response.status_code == 403 and response.text == FORBIDDEN
 
 
-def test_bulks_need_an_sms_scope_not_message_send(demo_url):
-    assert http(demo_url, "GET", "/sms/1/bulks?bulkId=x", "message:send").status_code == 403
+def test_balance_refuses_api_keys_even_with_the_scope(http):
+    """SCOPES.md: balance (like key management and sub-accounts) does not accept API keys."""
+    refused = http("GET", "/account/1/balance", "account-management:manage")
+    assert refused.status_code == 403 and refused.text == FORBIDDEN
+    assert refused.headers["WWW-Authenticate"] == (
+        'Bearer realm="api", error="insufficient_scope", scope="account-management:manage"')
+    allowed = http("GET", "/account/1/balance", "account-management:manage", kind="jwt")
+    assert allowed.status_code == 200 and allowed.json()["currency"] == "EUR"
+    # A bad key is still 401: the guard authenticates before it looks at the kind.
+    bad = http("GET", "/account/1/balance", headers={"Authorization": "App asak_nope"})
+    assert bad.status_code == 401 and bad.text == UNAUTHORIZED
+
+
+def test_bulks_need_an_sms_scope_not_message_send(http):
+    assert http("GET", "/sms/1/bulks?bulkId=x", "message:send").status_code == 403
 
 
 # -- validation and broken requests ------------------------------------------------------
@@ -425,8 +461,8 @@ BAD_SENDS = [
 
 
 @pytest.mark.parametrize(("body", "errors"), BAD_SENDS)
-def test_send_validation_errors(demo_url, body, errors):
-    response = http(demo_url, "POST", "/sms/3/messages", json=body)
+def test_send_validation_errors(http, body, errors):
+    response = http("POST", "/sms/3/messages", json=body)
     assert response.status_code == 400
     assert response.json() == {"requestError": {"serviceException": {
         "messageId": "BAD_REQUEST", "text": "Bad request", "validationErrors": errors}}}
@@ -446,41 +482,41 @@ def test_validation_error_reaches_the_library(sms):
     ("sentSince=yesterday", "sentSince"), ("generalStatus=HAPPY", "generalStatus"),
     ("mnc=01", "mnc"), ("useCursor=true&cursor=abc", "cursor"),
 ])
-def test_log_query_validation(demo_url, query, field):
-    response = http(demo_url, "GET", "/sms/3/logs?" + query)
+def test_log_query_validation(http, query, field):
+    response = http("GET", "/sms/3/logs?" + query)
     assert response.status_code == 400
     assert field in response.json()["requestError"]["serviceException"]["validationErrors"]
 
 
 @pytest.mark.parametrize("data", [b"{not json", b'{"messages": [', b"\xff\xfe\x00",
                                   b"[" * 100_000 + b"]" * 100_000])
-def test_malformed_json_is_400(demo_url, data):
-    response = http(demo_url, "POST", "/sms/3/messages", data=data,
+def test_malformed_json_is_400(http, data):
+    response = http("POST", "/sms/3/messages", data=data,
                     headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.text == BAD_REQUEST
 
 
 @pytest.mark.parametrize("data", [b"[]", b'"text"', b"null", b"42"])
-def test_json_that_is_not_an_object_is_400(demo_url, data):
-    response = http(demo_url, "POST", "/sms/3/messages", data=data,
+def test_json_that_is_not_an_object_is_400(http, data):
+    response = http("POST", "/sms/3/messages", data=data,
                     headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.json()["requestError"]["serviceException"]["validationErrors"] == {
         "body": ["must be a JSON object"]}
 
 
-def test_wrong_content_type_is_415(demo_url):
-    response = http(demo_url, "POST", "/sms/3/messages", data="messages=1",
+def test_wrong_content_type_is_415(http):
+    response = http("POST", "/sms/3/messages", data="messages=1",
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415
     assert response.json()["requestError"]["serviceException"]["messageId"] == \
         "UNSUPPORTED_MEDIA_TYPE"
 
 
-def test_oversized_body_is_413(demo_url):
+def test_oversized_body_is_413(http):
     text = "x" * (MAX_BODY_BYTES + 1)
     body = {"messages": [{"destinations": [{"to": "1"}], "content": {"text": text}}]}
-    response = http(demo_url, "POST", "/sms/3/messages", json=body)
+    response = http("POST", "/sms/3/messages", json=body)
     assert response.status_code == 413
     assert response.json()["requestError"]["serviceException"]["messageId"] == \
         "REQUEST_ENTITY_TOO_LARGE"
@@ -492,12 +528,12 @@ def test_oversized_body_through_the_library(sms):
     assert error.value.status == 413
 
 
-def test_unknown_path_and_wrong_method(demo_url):
-    missing = http(demo_url, "GET", "/sms/9/nothing")
+def test_unknown_path_and_wrong_method(http):
+    missing = http("GET", "/sms/9/nothing")
     assert missing.status_code == 404
     assert missing.json()["requestError"]["serviceException"]["messageId"] == "NOT_FOUND"
     # The library also calls GET /sms/1/bulks/status; SCOPES.md's table only has PUT.
-    wrong = http(demo_url, "GET", "/sms/1/bulks/status?bulkId=x")
+    wrong = http("GET", "/sms/1/bulks/status?bulkId=x")
     assert wrong.status_code == 405 and "PUT" in wrong.headers["Allow"]
     assert wrong.json()["requestError"]["serviceException"]["messageId"] == "METHOD_NOT_ALLOWED"
 
@@ -518,41 +554,41 @@ def test_service_unavailable_has_retry_after(demo_url):
 
 # -- the other channels and directories --------------------------------------------------
 
-def test_whatsapp_text(demo_url):
+def test_whatsapp_text(http):
     body = {"from": "441134960000", "to": "441134960001", "content": {"text": "Hi!"}}
-    response = http(demo_url, "POST", "/whatsapp/1/message/text", "whatsapp:message:send",
+    response = http("POST", "/whatsapp/1/message/text", "whatsapp:message:send",
                     json=body)
     assert response.status_code == 200
     reply = response.json()
     assert reply["to"] == "441134960001" and reply["messageCount"] == 1
     assert reply["status"]["groupName"] == "PENDING" and reply["messageId"]
-    bad = http(demo_url, "POST", "/whatsapp/1/message/text", "whatsapp:manage",
+    bad = http("POST", "/whatsapp/1/message/text", "whatsapp:manage",
                json={"from": "1", "to": "2", "content": {"text": "x" * 5000}})
     assert bad.json()["requestError"]["serviceException"]["validationErrors"] == {
         "content.text": ["size must be at most 4096"]}
 
 
-def test_email_is_multipart(demo_url):
+def test_email_is_multipart(http):
     form = {"from": "Demo <demo@example.com>", "to": ["a@example.com", "b@example.com"],
             "subject": "Hello", "text": "Body"}
-    response = http(demo_url, "POST", "/email/3/send", "email:message:send", data=form,
+    response = http("POST", "/email/3/send", "email:message:send", data=form,
                     files={"attachment": ("note.txt", b"hi", "text/plain")})
     assert response.status_code == 200
     assert [m["to"] for m in response.json()["messages"]] == ["a@example.com", "b@example.com"]
-    bad = http(demo_url, "POST", "/email/3/send", "email:manage", files={"to": (None, "nope")})
+    bad = http("POST", "/email/3/send", "email:manage", files={"to": (None, "nope")})
     errors = bad.json()["requestError"]["serviceException"]["validationErrors"]
     assert set(errors) == {"from", "to[0]", "subject", "text"}
-    as_json = http(demo_url, "POST", "/email/3/send", "email:manage", json={"to": "a@b.co"})
+    as_json = http("POST", "/email/3/send", "email:manage", json={"to": "a@b.co"})
     assert as_json.status_code == 415
 
 
-def test_people(demo_url):
-    listed = http(demo_url, "GET", "/people/2/persons?limit=1", "people:read").json()
+def test_people(http):
+    listed = http("GET", "/people/2/persons?limit=1", "people:read").json()
     assert listed["limit"] == 1 and len(listed["persons"]) == 1
-    one = http(demo_url, "GET", "/people/2/persons?type=PHONE&identifier=385981112233",
+    one = http("GET", "/people/2/persons?type=PHONE&identifier=385981112233",
                "people:read").json()
     assert one["firstName"] == "Luka"
-    assert http(demo_url, "GET", "/people/2/persons?type=EMAIL&identifier=x@y.z",
+    assert http("GET", "/people/2/persons?type=EMAIL&identifier=x@y.z",
                 "people:read").status_code == 404
 
 
@@ -562,9 +598,9 @@ def test_forms_through_the_library(api_client):
     assert forms.forms[0].elements[0].component == "TEXT"
 
 
-def test_balance_goes_down_as_messages_go_out(demo_url, sms):
-    before = http(demo_url, "GET", "/account/1/balance", "account-management:manage").json()
+def test_balance_goes_down_as_messages_go_out(http, sms):
+    before = http("GET", "/account/1/balance", "account-management:manage", kind="jwt").json()
     assert before["currency"] == "EUR"
     sms.send_sms_messages(SmsRequest(messages=[text_message()]))
-    after = http(demo_url, "GET", "/account/1/balance", "account-management:manage").json()
+    after = http("GET", "/account/1/balance", "account-management:manage", kind="jwt").json()
     assert after["balance"] == pytest.approx(before["balance"] - 0.01)

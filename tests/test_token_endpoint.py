@@ -785,13 +785,19 @@ def form_bodies(draw, client_id, secret):
     if shape == 0:
         return draw(st.binary(max_size=600))
     value = st.one_of(st.sampled_from(VALUES + [client_id, secret]), st.text(max_size=60))
-    pairs = draw(st.lists(st.tuples(st.sampled_from(PARAM_NAMES), value), max_size=6))
-    if shape == 2:
-        pairs += [("client_id", draw(value)), ("client_secret", draw(value))]
-        draw(st.randoms()).shuffle(pairs)
-    if draw(st.booleans()):
-        pairs.insert(draw(st.integers(0, len(pairs))), ("grant_type", "client_credentials"))
-    return urlencode(pairs).encode()
+    if shape == 1:
+        pairs = draw(st.lists(st.tuples(st.sampled_from(PARAM_NAMES), value), max_size=6))
+        if draw(st.booleans()):
+            pairs.insert(draw(st.integers(0, len(pairs))), ("grant_type", "client_credentials"))
+        return urlencode(pairs).encode()
+    mutated = st.one_of(st.sampled_from([client_id, secret, client_id + "\x00", "\x00", "",
+                                         client_id.upper(), client_id[:-1], "x" * 65]),
+                        st.text(max_size=40))
+    pairs = [("grant_type", "client_credentials"), ("client_id", draw(mutated)),
+             ("client_secret", draw(mutated))]
+    pairs += draw(st.lists(st.tuples(st.sampled_from(["scope", "resource", "x"]), value),
+                           max_size=2, unique_by=lambda pair: pair[0]))
+    return urlencode(draw(st.permutations(pairs))).encode()
 
 
 @st.composite
@@ -834,7 +840,8 @@ PROPERTY_SETTINGS = settings(max_examples=100, deadline=None,
 def test_property_form_body_never_fails(client, basic_client, data):
     client_id, secret = basic_client
     body = data.draw(form_bodies(client_id, secret), label="body")
-    headers = data.draw(st.sampled_from([{}, basic_auth(client_id, secret)]), label="headers")
+    headers = data.draw(st.sampled_from([{}, {}, basic_auth(client_id, secret)]),
+                        label="headers")
     check_never_fails(post_form(client, body, headers))
 
 

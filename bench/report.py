@@ -1,0 +1,191 @@
+"""Medians, ratios and goals of a run; the printed table, the JSON file, the docs table.
+
+Each round measures every case once; a case's figures are the medians over rounds, and
+a ratio is the median of the per-round ratios (both cases measured minutes apart at most,
+so slow drift in the machine's load cancels out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MARK_BEGIN = "<!-- bench:results:begin -->"
+MARK_END = "<!-- bench:results:end -->"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``case``'s ``metric`` compared with ``limit`` (ratio metrics divide by ``reference``)."""
+
+    text: str
+    case: str
+    metric: str  # "rps", "p99_ms" or "ratio"
+    op: str  # ">=" or "<="
+    limit: float
+    reference: str | None = None
+
+
+GOALS = [
+    *(g for alg in ("rs256", "es256") for g in (
+        Goal(f"token {alg.upper()} >= 1,500 req/s", f"as.token.{alg}", "rps", ">=", 1500),
+        Goal(f"token {alg.upper()} >= 0.4x ceiling", f"as.token.{alg}", "ratio", ">=", 0.4,
+             "as.ceiling"),
+        Goal(f"token {alg.upper()} p99 <= 25 ms", f"as.token.{alg}", "p99_ms", "<=", 25))),
+    Goal("introspection (JWT) >= 0.5x ceiling", "as.introspect.jwt", "ratio", ">=", 0.5,
+         "as.ceiling"),
+    Goal("introspection (API key) >= 0.5x ceiling", "as.introspect.apikey", "ratio", ">=", 0.5,
+         "as.ceiling"),
+    Goal("demo JWT / unprotected >= 0.8", "demo.send.jwt", "ratio", ">=", 0.8,
+         "demo.send.unguarded"),
+    Goal("demo API key / unprotected >= 0.85", "demo.send.apikey", "ratio", ">=", 0.85,
+         "demo.send.unguarded"),
+    *(Goal(f"{what} with 1M keys within 10 % of 1k", f"pg1m.{case}", "ratio", ">=", 0.9,
+           f"pg1k.{case}")
+      for what, case in (("token", "token.rs256"), ("introspection (JWT)", "introspect.jwt"),
+                         ("introspection (API key)", "introspect.apikey"))),
+]
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        memory = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout
+        memory = " ".join(memory.splitlines()[1].split()[1:2]) + " total"
+    except (OSError, IndexError):
+        memory = "?"
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "memory": memory,
+            "python": platform.python_version(), "kernel": platform.release(),
+            "loadavg_start": os.getloadavg()[0]}
+
+
+def median_result(runs: list[dict]) -> dict:
+    """Per-metric medians over rounds; non-2xx and errors are summed."""
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+    summary = {key: statistics.median(run[key] for run in runs) for key in keys}
+    summary["non2xx"] = sum(run["non2xx"] for run in runs)
+    summary["errors"] = sum(run["errors"] for run in runs)
+    summary["rounds"] = len(runs)
+    return summary
+
+
+def ratios(cases: dict) -> dict:
+    """Each case with a reference: the median over rounds of rps / reference rps."""
+    out = {}
+    for name, case in cases.items():
+        reference = cases.get(case["reference"] or "")
+        if not reference:
+            continue
+        pairs = [(a["rps"], b["rps"]) for a, b in zip(case["runs"], reference["runs"]) if b["rps"]]
+        if pairs:
+            out[name] = statistics.median(a / b for a, b in pairs)
+    return out
+
+
+def goal_results(cases: dict, ratio: dict) -> list[dict]:
+    """Every goal whose cases were measured: value, limit, met."""
+    results = []
+    for goal in GOALS:
+        if goal.case not in cases or (goal.reference and goal.reference not in cases):
+            continue
+        if goal.metric == "ratio":
+            value = statistics.median(
+                a["rps"] / b["rps"] for a, b in zip(cases[goal.case]["runs"],
+                                                    cases[goal.reference]["runs"]) if b["rps"])
+        else:
+            value = cases[goal.case]["median"][goal.metric]
+        met = value >= goal.limit if goal.op == ">=" else value <= goal.limit
+        results.append({"goal": goal.text, "case": goal.case, "value": round(value, 3),
+                        "limit": goal.limit, "met": met})
+    return results
+
+
+def _row(name: str, case: dict, ratio: dict) -> list[str]:
+    m = case["median"]
+    r = f"{ratio[name]:.2f} x {case['reference']}" if name in ratio else ""
+    bad = m["non2xx"] + m["errors"]
+    return [name, f"{m['rps']:,.0f}", f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}",
+            f"{bad:,}", r]
+
+
+HEADER = ["case", "req/s", "p50 ms", "p99 ms", "non-2xx", "ratio"]
+
+
+def table(cases: dict, ratio: dict) -> str:
+    """A plain-text table of the medians."""
+    rows = [HEADER] + [_row(name, case, ratio) for name, case in cases.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def goals_text(goals: list[dict]) -> str:
+    return "\n".join(f"  [{'met ' if g['met'] else 'MISS'}] {g['goal']}: {g['value']:,}"
+                     for g in goals)
+
+
+def markdown(report: dict) -> str:
+    """The generated section of docs/benchmarks.md."""
+    m, c = report["machine"], report["config"]
+    lines = [
+        f"Run of {report['started']} UTC: `{c['command']}`",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Python {m['python']}, "
+        f"Linux {m['kernel']}; load average {m['loadavg_start']:.2f} at the start, "
+        f"{m.get('loadavg_end', 0):.2f} at the end (the machine is shared).",
+        f"Load: {c['loadgen']}, {c['connections']} connections, {c['duration']} s per case "
+        f"after {c['warmup']} s warm-up, {c['repeat']} interleaved rounds; medians over rounds. "
+        f"Database of the main cases: {c['database']}"
+        + (f"; PostgreSQL {report['notes']['postgresql']}" if "postgresql" in report["notes"]
+           else "") + ".",
+        "",
+        "| case | what | req/s | p50 ms | p99 ms | non-2xx | ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, case in report["cases"].items():
+        row = _row(name, case, report["ratios"])
+        lines.append(f"| `{name}` | {case['label']} | " + " | ".join(row[1:5])
+                     + f" | {row[5]} |")
+    lines += ["", "| goal | value | met |", "| --- | ---: | --- |"]
+    for goal in report["goals"]:
+        lines.append(f"| {goal['goal']} | {goal['value']:,} | {'yes' if goal['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def update_docs(path: Path, section: str) -> None:
+    """Replace the text between the result markers of ``path`` (append them if missing)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{MARK_BEGIN}\n{section}\n{MARK_END}"
+    pattern = re.compile(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def save(results_dir: Path, report: dict) -> Path:
+    """Write the run's JSON into ``results_dir``; its path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / time.strftime("bench-%Y%m%dT%H%M%SZ.json", time.gmtime())
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path

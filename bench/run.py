@@ -1,0 +1,208 @@
+"""Benchmark the authorization server and the demo API in one run, on 127.0.0.1 only.
+
+    python bench/run.py [--duration 10] [--repeat 3] [--database postgresql] [--scale]
+
+Starts everything itself (gunicorn, two sync workers per server, fresh instance folders
+and databases), measures every case in interleaved rounds with wrk (or a Python load
+generator), prints medians and ratios, checks them against the goals of issues 4 and 7,
+writes bench/results/*.json and, with --markdown, the table of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"  # noqa: A001 - lets `python bench/run.py` use relative imports
+
+from . import loadgen, profiling, report  # noqa: E402
+from .cases import Case, Environment, send  # noqa: E402
+from .servers import BenchError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark authserver and resource_demo.")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="measured seconds per case and round (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="unmeasured seconds before each measurement (default 2)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved rounds over all cases; medians are reported")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="store of the main cases (postgresql: a fresh database on "
+                             "127.0.0.1:5432, dropped at the end)")
+    parser.add_argument("--scale", action="store_true",
+                        help="add the PostgreSQL cases with 1k and with 1M API keys "
+                             "(100k clients); seeding takes about a minute")
+    parser.add_argument("--cases", default="*",
+                        help="comma-separated globs of case names to measure (e.g. 'as.*')")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
+                        help="auto: wrk if installed (installing it with apt-get when root), "
+                             "else Python")
+    parser.add_argument("--no-install", action="store_true",
+                        help="never apt-get install wrk")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--profile", metavar="GLOB", default=None,
+                        help="after the rounds, profile matching cases' workers with py-spy")
+    parser.add_argument("--markdown", action="store_true",
+                        help="rewrite the results section of docs/benchmarks.md")
+    parser.add_argument("--authserver-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the authorization servers (repeatable)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (instance folders, server logs)")
+    return parser.parse_args(argv)
+
+
+def probe(case: Case) -> None:
+    """One request checked for the right answer: a case measuring errors is no case."""
+    status, body = send(case.server, case.request)
+    problem = case.check(status, body)
+    if problem:
+        raise BenchError(f"{case.name}: {problem}\n{case.server.log_tail(15)}")
+
+
+def measure(load, case: Case, args) -> dict:
+    """Warm up, then measure one interval of ``case``."""
+    if args.warmup > 0:
+        load.run(case.server.base_url, case.request, args.warmup, args.connections)
+    return load.run(case.server.base_url, case.request, args.duration,
+                    args.connections).as_dict()
+
+
+def profile_case(load, case: Case, args, out_dir: Path) -> Path:
+    """One extra interval under py-spy; the summary's path."""
+    raw = out_dir / f"profile-{case.name}.txt"
+    sampler = profiling.start(case.server.process.pid, raw, args.duration)
+    load.run(case.server.base_url, case.request, args.duration, args.connections)
+    _, stderr = sampler.communicate(timeout=args.duration + 60)
+    if not raw.exists():
+        raise BenchError(f"py-spy wrote no profile: {stderr.decode(errors='replace')[-500:]}")
+    summary = out_dir / f"profile-{case.name}.summary.txt"
+    summary.write_text(profiling.summarise(raw, ROOT) + "\n", encoding="utf-8")
+    return summary
+
+
+def selected(cases: list[Case], patterns: str) -> list[Case]:
+    """Cases matching the globs, plus the references their ratios need."""
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    wanted = {c.name for c in cases if any(fnmatch.fnmatch(c.name, g) for g in globs)}
+    wanted |= {c.reference for c in cases if c.name in wanted and c.reference}
+    return [c for c in cases if c.name in wanted]
+
+
+def run(args: argparse.Namespace) -> int:
+    load = loadgen.choose(args.loadgen, args.wrk_threads, install=not args.no_install)
+    if args.profile and not profiling.py_spy():
+        raise BenchError("--profile needs py-spy: pip install py-spy")
+    extra_env = dict(item.split("=", 1) for item in args.authserver_env)
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    info = report.machine()
+    tmp = Path(tempfile.mkdtemp(prefix="authserver-bench-"))
+    env = Environment(tmp, args.database, extra_env)
+    try:
+        print(f"setting up in {tmp} ({args.database}) ...", flush=True)
+        cases = env.main_cases()
+        if args.scale:
+            print("seeding the scale databases ...", flush=True)
+            cases += env.scale_cases()
+        cases = selected(cases, args.cases)
+        for case in cases:
+            probe(case)
+        runs: dict[str, list[dict]] = {case.name: [] for case in cases}
+        per_round = len(cases) * (args.warmup + args.duration)
+        print(f"{len(cases)} cases x {args.repeat} rounds, about "
+              f"{per_round * args.repeat / 60:.1f} min, load: {load.name}", flush=True)
+        for round_index in range(args.repeat):
+            for case in cases:
+                result = measure(load, case, args)
+                runs[case.name].append(result)
+                print(f"  round {round_index + 1}  {case.name:<24} {result['rps']:8,.0f} req/s"
+                      f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
+                      + (f"  non-2xx {result['non2xx']} (HTTP {result['bad_status']})"
+                         if result["non2xx"] else "")
+                      + (f"  errors {result['errors']}" if result["errors"] else ""),
+                      flush=True)
+        info["loadavg_end"] = os.getloadavg()[0]
+        by_name = {case.name: {"label": case.label, "reference": case.reference,
+                               "runs": runs[case.name],
+                               "median": report.median_result(runs[case.name])}
+                   for case in cases}
+        ratio = report.ratios(by_name)
+        goals = report.goal_results(by_name, ratio)
+        profiles = {}
+        if args.profile:
+            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+            for case in cases:
+                if fnmatch.fnmatch(case.name, args.profile):
+                    print(f"profiling {case.name} ...", flush=True)
+                    profiles[case.name] = str(profile_case(load, case, args, RESULTS_DIR))
+        loadgen_name = (f"wrk ({loadgen.wrk_version()}, {args.wrk_threads} thread)"
+                        if load.name == "wrk" else "Python load generator (bench/loadgen.py)")
+        result = {
+            "started": started,
+            "machine": info,
+            "config": {"command": "python bench/run.py " + shlex.join(sys.argv[1:]),
+                       "loadgen": loadgen_name, "connections": args.connections,
+                       "duration": args.duration, "warmup": args.warmup,
+                       "repeat": args.repeat, "database": args.database,
+                       "scale": args.scale, "workers_per_server": 2},
+            "notes": env.notes,
+            "cases": by_name,
+            "ratios": ratio,
+            "goals": goals,
+            "profiles": profiles,
+        }
+    finally:
+        env.close()
+        if not args.keep:
+            _remove_tree(tmp)
+        else:
+            print(f"kept {tmp}")
+    print()
+    print(report.table(by_name, ratio))
+    print()
+    print("goals:")
+    print(report.goals_text(goals))
+    for name, path in profiles.items():
+        print(f"\nprofile of {name}: {path}")
+    path = report.save(RESULTS_DIR, result)
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    if args.markdown:
+        report.update_docs(DOCS, report.markdown(result))
+        print(f"updated {DOCS.relative_to(ROOT)}")
+    return 0
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: servers stopped, databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The processes a benchmark run measures: authserver instances, the demo API, a database.
+
+Everything listens on 127.0.0.1 only. Servers are started through the console scripts
+(``authserver serve``, ``resource-demo serve``) exactly as an operator would, each in its
+own process group, and stopped with SIGTERM to the gunicorn master we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+HOST = "127.0.0.1"
+PG_ADMIN_DSN = f"host={HOST} port=5432 user=postgres dbname=postgres"
+BENCH_DIR = Path(__file__).resolve().parent
+#: Rate limits raised far above what a run can reach: the counting still happens on every
+#: request (its cost is part of the figures), but no request is refused.
+UNREACHABLE_LIMITS = {
+    "AUTHSERVER_TOKEN_RATE_LIMIT": "100000000/second",
+    "AUTHSERVER_INTROSPECTION_RATE_LIMIT": "100000000/second",
+    "AUTHSERVER_AUTH_FAILURE_RATE_LIMIT": "100000000/second",
+}
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not set something up; the message says what."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def console_script(name: str) -> str:
+    """The console script next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise BenchError(f"console script {name!r} not found: run from the project's venv")
+    return found
+
+
+def _clean_environment() -> dict:
+    env = dict(os.environ)
+    # Each server gets its own fresh metrics directory from serving.run.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for name in list(env):
+        if name.startswith(("AUTHSERVER_", "RESOURCE_DEMO_")):
+            del env[name]
+    return env
+
+
+class PostgresDatabase:
+    """A fresh database on the local PostgreSQL (trust auth), dropped by ``drop()``."""
+
+    def __init__(self, label: str):
+        import psycopg
+
+        self.name = f"authserver_bench_{label}_{uuid.uuid4().hex[:8]}"
+        try:
+            with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+        except psycopg.Error as exc:
+            raise BenchError(f"cannot create a PostgreSQL database on {HOST}:5432: {exc}") from exc
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL for AUTHSERVER_SQLALCHEMY_DATABASE_URI."""
+        return f"postgresql+psycopg://postgres@{HOST}:5432/{self.name}"
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string (for the seeding code)."""
+        return f"host={HOST} port=5432 user=postgres dbname={self.name}"
+
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+
+    def drop(self) -> None:
+        """Drop the database (FORCE: servers may still hold idle connections)."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class Instance:
+    """One authserver instance folder (config, SQLite file or a PostgreSQL URL) and its CLI."""
+
+    def __init__(self, root: Path, name: str, database: PostgresDatabase | None = None,
+                 extra_env: dict | None = None):
+        self.name = name
+        self.path = root / name
+        self.path.mkdir(parents=True)
+        self.database = database
+        self.env = _clean_environment()
+        self.env["AUTHSERVER_INSTANCE_PATH"] = str(self.path)
+        if database is not None:
+            self.env["AUTHSERVER_SQLALCHEMY_DATABASE_URI"] = database.url
+        self.env.update(UNREACHABLE_LIMITS)
+        self.env.update(extra_env or {})
+
+    def cli(self, *args: str) -> str:
+        """Run ``authserver ARGS`` for this instance; its stdout, or BenchError with stderr."""
+        command = [console_script("authserver"), *args]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise BenchError(f"`authserver {' '.join(args)}` failed ({self.name}):\n"
+                             f"{done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    def init(self, alg: str = "RS256") -> None:
+        """``authserver init --alg ALG``: secrets, schema, first signing keys."""
+        self.cli("init", "--alg", alg)
+
+    def create_client(self, name: str, scope: str) -> tuple[str, str]:
+        """A client_secret_basic client; returns (client_id, client_secret)."""
+        data = json.loads(self.cli("clients", "create", "--name", name, "--scope", scope,
+                                   "--json"))
+        return data["client_id"], data["client_secret"]
+
+    def create_api_key(self, name: str, scope: str) -> tuple[str, str]:
+        """An API key; returns (id, secret)."""
+        data = json.loads(self.cli("api-keys", "create", "--name", name, "--scope", scope,
+                                   "--json"))
+        return data["id"], data["apiKeySecret"]
+
+
+class Server:
+    """A gunicorn server we started; ``stop()`` ends it (and only it)."""
+
+    def __init__(self, label: str, command: list[str], env: dict, port: int, log_dir: Path,
+                 ready_path: str):
+        self.label = label
+        self.port = port
+        self.base_url = f"http://{HOST}:{port}"
+        self.log_path = log_dir / f"{label}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready(ready_path)
+
+    def _wait_ready(self, path: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.label} exited at start:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.base_url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"{self.label} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log (for error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers' process ids (children of the master we started)."""
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        """SIGTERM to the master (it stops its workers); SIGKILL to our group if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def start_authserver(instance: Instance, log_dir: Path, workers: int = 2) -> Server:
+    """``authserver serve`` for ``instance`` on a free port (issuer http://127.0.0.1:PORT)."""
+    port = free_port()
+    command = [console_script("authserver"), "serve", "--host", HOST, "--port", str(port),
+               "--workers", str(workers)]
+    return Server(f"authserver-{instance.name}", command, instance.env, port, log_dir,
+                  "/.well-known/oauth-authorization-server")
+
+
+def start_demo(issuer: str, client_id: str, client_secret: str, log_dir: Path,
+               workers: int = 2) -> Server:
+    """``resource-demo serve`` against ``issuer`` with the guard's introspection client."""
+    port = free_port()
+    env = _clean_environment()
+    env["RESOURCE_DEMO_CLIENT_SECRET"] = client_secret  # kept off the command line
+    command = [console_script("resource-demo"), "serve", "--host", HOST, "--port", str(port),
+               "--workers", str(workers), "--issuer", issuer, "--client-id", client_id]
+    return Server("resource-demo", command, env, port, log_dir, "/healthz")
+
+
+def start_unguarded_demo(log_dir: Path, workers: int = 2) -> Server:
+    """The demo's endpoints without the guard (``bench/unguarded_demo.py``): the baseline."""
+    port = free_port()
+    command = [sys.executable, str(BENCH_DIR / "unguarded_demo.py"), "--host", HOST,
+               "--port", str(port), "--workers", str(workers)]
+    return Server("resource-demo-unguarded", command, _clean_environment(), port, log_dir,
+                  "/healthz")
