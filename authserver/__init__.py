@@ -37,6 +37,9 @@ def create_app(test_config: dict | None = None, *, instance_path: str | None = N
         app.wsgi_app = TrustedProxyScheme(app.wsgi_app, app.config["TRUSTED_PROXIES"])
     app.register_blueprint(well_known.bp)
     app.register_blueprint(oauth.bp)
+    from .views import admin_ui
+
+    admin_ui.init_app(app)
     from .views import admin_api
 
     app.register_blueprint(admin_api.bp)

@@ -37,7 +37,7 @@ class AdminCaller:
     """The authenticated admin caller: an OAuth client and the scopes it holds right now."""
 
     client_id: str
-    scopes: frozenset[str]
+    scopes: tuple[str, ...]  # in the token's order: a key created without scopes gets them so
 
     @property
     def actor(self) -> str:
@@ -66,7 +66,9 @@ def _audiences(claims: dict) -> list:
 def authenticate() -> AdminCaller:
     """Turn the request's Authorization header into a caller, or raise 400/401/403."""
     headers = request.headers.getlist("Authorization")
-    if len(headers) > 1:  # RFC 6750 §3.1: more than one credential is invalid_request
+    # RFC 6750 §3.1: more than one credential is invalid_request (WSGI servers join repeated
+    # headers with a comma, which no JWT or key contains).
+    if len(headers) > 1 or (headers and "," in headers[0]):
         raise BadRequest("More than one Authorization header.")
     if not headers:
         raise AdminUnauthorized()  # RFC 6750 §3.1: no error code without credentials
@@ -94,7 +96,7 @@ def authenticate() -> AdminCaller:
     except ScopeError:
         raise AdminUnauthorized("invalid_token") from None
     catalogue = current_catalogue()
-    held = frozenset(scope for scope in token_scopes if catalogue.covers(allowed, scope))
+    held = tuple(scope for scope in token_scopes if catalogue.covers(allowed, scope))
     return AdminCaller(client_id=client.client_id, scopes=held)
 
 

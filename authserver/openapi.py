@@ -8,8 +8,9 @@ the catalogue that enforce them and cannot drift. Policies the document states:
   ``account-management:manage`` (audit logs: ``audit-logs:read`` also); API keys get 403.
 - A caller never grants more than it holds: every scope it sets, and every scope of an object
   it changes or whose secret it rotates, must be covered by its own scopes (umbrella-aware),
-  else 403. A key created without ``scopeGuids`` gets the caller's scopes; an explicit ``[]``
-  (create or update) means access to nothing. Clients must name their ``scopes``.
+  else 403. A key created without ``scopeGuids`` gets the caller's scopes; a create needs at
+  least one scope, an update with ``[]`` leaves the key access to nothing. Clients must name
+  their ``scopes`` (at least one).
 - Bodies are strict: a JSON object with only the listed fields, of the listed types; read-only
   and unknown fields are 400 naming the field. PUT changes only the fields it names.
 - ``validTo`` is at most MAX_API_KEY_VALIDITY_DAYS from the time it is set; ``/0`` ranges in
@@ -188,8 +189,9 @@ def _schemas() -> dict:
         "ApiKeyList": _object({"apiKeys": {"type": "array", "items": _ref("ApiKey")},
                                "paging": _ref("Paging")}, ["apiKeys", "paging"]),
         "ApiKeyCreate": _object({"name": name, "scopeGuids": {
-            **scope_list, "description": "Omitted: the caller's own scopes. " +
-            scope_list["description"]}, "allowedIPs": allowed_ips,
+            **scope_list, "minItems": 1,
+            "description": "Omitted: the caller's own scopes. Each must be covered by the "
+                           "caller's own scopes."}, "allowedIPs": allowed_ips,
             "validFrom": {**TIMESTAMP, "description": "Not before now (default: now)."},
             "validTo": valid_to}, ["name"]),
         "ApiKeyUpdate": _object({"name": name, "scopeGuids": scope_list,

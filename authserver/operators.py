@@ -37,8 +37,8 @@ OBJECT_TYPE = "operator"
 password_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 #: Verified instead of a real hash when the username is unknown (same parameters, so the
 #: same cost); nobody knows its password and the answer is "no" whatever it is.
-DUMMY_HASH = ("$argon2id$v=19$m=19456,t=2,p=1$bm90LWEtcmVhbC1hY2NvdW50"
-              "$FuPlZS1J3mg0LF23G7teoPYPOwXCfLALeSjgGSgC668")
+DUMMY_HASH = ("$argon2id$v=19$m=19456,t=2,p=1$GUheOMpXShkXJk0t7gDwiQ"
+              "$wTXVGHW/8gXKujmsfuNaIUQNONtQBRU3I2spBtZtyWk")
 
 
 # --- accounts ------------------------------------------------------------------------------

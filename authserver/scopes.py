@@ -158,9 +158,15 @@ def format_scope(names: Iterable[str]) -> str:
 
 def load_file(path: Path | str, text: str | None = None) -> list[Scope]:
     """Read catalogue entries from a TOML file, validating names and categories."""
-    data = tomllib.loads(text if text is not None else Path(path).read_text("utf-8"))
+    try:
+        data = tomllib.loads(text if text is not None else Path(path).read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScopeError(f"{path}: not a UTF-8 TOML file: {exc}") from exc
+    raw_entries = data.get("scopes", [])
+    if not isinstance(raw_entries, list) or not all(isinstance(raw, dict) for raw in raw_entries):
+        raise ScopeError(f"{path}: 'scopes' must be an array of tables ([[scopes]])")
     entries = []
-    for raw in data.get("scopes", []):
+    for raw in raw_entries:
         name = raw.get("name")
         if not check_scope_name(name):
             raise ScopeError(f"{path}: malformed scope name {name!r}")
@@ -193,7 +199,11 @@ def init_app(app: Flask) -> None:
     """Build the app's catalogue: the shipped file plus the instance folder's, if present."""
     extra = Path(app.instance_path) / app.config["SCOPES_FILE"]
     if extra.is_file():
-        app.extensions[EXTENSION_KEY] = Catalogue(shipped_entries() + load_file(extra))
+        entries = load_file(extra)
+        try:
+            app.extensions[EXTENSION_KEY] = Catalogue(shipped_entries() + entries)
+        except ScopeError as exc:  # a name defined twice: say which file did it
+            raise ScopeError(f"{extra}: {exc}") from exc
     else:
         app.extensions[EXTENSION_KEY] = default_catalogue()
 

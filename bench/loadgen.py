@@ -1,8 +1,9 @@
 """Load generators: wrk (Debian package, preferred) or a small Python one (fallback).
 
-Both keep ``connections`` keep-alive connections busy for ``duration`` seconds (a closed
-loop: each connection sends its next request when the previous answer arrived) and
-report requests per second, latency percentiles and how many answers were not 2xx.
+Both keep ``connections`` connections busy for ``duration`` seconds (a closed loop: each
+sends its next request when the previous answer arrived, reconnecting when the server
+closed the connection, as gunicorn's sync workers do after every answer) and report
+requests per second, latency percentiles and how many answers were not 2xx.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ def machine() -> dict:
 
 def median_result(runs: list[dict]) -> dict:
     """Per-metric medians over rounds; non-2xx and errors are summed."""
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms")
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "cpu_us", "loadgen_cores",
+            "other_cores")
     summary = {key: statistics.median(run[key] for run in runs) for key in keys}
     summary["non2xx"] = sum(run["non2xx"] for run in runs)
     summary["errors"] = sum(run["errors"] for run in runs)
@@ -118,10 +119,10 @@ def _row(name: str, case: dict, ratio: dict) -> list[str]:
     r = f"{ratio[name]:.2f} x {case['reference']}" if name in ratio else ""
     bad = m["non2xx"] + m["errors"]
     return [name, f"{m['rps']:,.0f}", f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}",
-            f"{bad:,}", r]
+            f"{bad:,}", f"{m['cpu_us']:,.0f}", r]
 
 
-HEADER = ["case", "req/s", "p50 ms", "p99 ms", "non-2xx", "ratio"]
+HEADER = ["case", "req/s", "p50 ms", "p99 ms", "non-2xx", "CPU us/req", "ratio"]
 
 
 def table(cases: dict, ratio: dict) -> str:
@@ -130,7 +131,7 @@ def table(cases: dict, ratio: dict) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = []
     for index, row in enumerate(rows):
-        cells = [cell.ljust(w) if i in (0, 5) else cell.rjust(w)
+        cells = [cell.ljust(w) if i in (0, 6) else cell.rjust(w)
                  for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
@@ -158,13 +159,13 @@ def markdown(report: dict) -> str:
         + (f"; PostgreSQL {report['notes']['postgresql']}" if "postgresql" in report["notes"]
            else "") + ".",
         "",
-        "| case | what | req/s | p50 ms | p99 ms | non-2xx | ratio |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| case | what | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, case in report["cases"].items():
         row = _row(name, case, report["ratios"])
-        lines.append(f"| `{name}` | {case['label']} | " + " | ".join(row[1:5])
-                     + f" | {row[5]} |")
+        lines.append(f"| `{name}` | {case['label']} | " + " | ".join(row[1:6])
+                     + f" | {row[6]} |")
     lines += ["", "| goal | value | met |", "| --- | ---: | --- |"]
     for goal in report["goals"]:
         lines.append(f"| {goal['goal']} | {goal['value']:,} | {'yes' if goal['met'] else '**no**'} |")

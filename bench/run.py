@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import resource
 import shlex
 import signal
 import sys
@@ -79,8 +80,34 @@ def measure(load, case: Case, args) -> dict:
     """Warm up, then measure one interval of ``case``."""
     if args.warmup > 0:
         load.run(case.server.base_url, case.request, args.warmup, args.connections)
-    return load.run(case.server.base_url, case.request, args.duration,
-                    args.connections).as_dict()
+    server_before, load_before, machine_before = (
+        case.server.cpu_seconds(), _children_cpu(), _machine_cpu())
+    result = load.run(case.server.base_url, case.request, args.duration,
+                      args.connections).as_dict()
+    server = case.server.cpu_seconds() - server_before
+    loader = _children_cpu() - load_before
+    busy, elapsed = (a - b for a, b in zip(_machine_cpu(), machine_before))
+    # Server CPU per request: what a request costs, whatever share of the machine we got.
+    result["cpu_us"] = 1e6 * server / result["requests"] if result["requests"] else 0.0
+    result["loadgen_cores"] = loader / result["seconds"]
+    # Cores busy with anything but this server and the load generator (other sessions).
+    result["other_cores"] = max(0.0, (busy - server - loader) / elapsed) if elapsed else 0.0
+    return result
+
+
+def _children_cpu() -> float:
+    """CPU seconds of our finished child processes (the load generator runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy CPU seconds of all cores, wall seconds) from /proc/stat and the clock."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    busy = sum(fields[:8]) - idle  # guest time is already inside user
+    return busy / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
 def profile_case(load, case: Case, args, out_dir: Path) -> Path:
@@ -132,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
                 runs[case.name].append(result)
                 print(f"  round {round_index + 1}  {case.name:<24} {result['rps']:8,.0f} req/s"
                       f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
+                      f"  cpu {result['cpu_us']:6.0f} us/req"
+                      f"  others {result['other_cores']:.1f} cores"
                       + (f"  non-2xx {result['non2xx']} (HTTP {result['bad_status']})"
                          if result["non2xx"] else "")
                       + (f"  errors {result['errors']}" if result["errors"] else ""),

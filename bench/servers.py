@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PG_ADMIN_DSN = f"host={HOST} port=5432 user=postgres dbname=postgres"
 BENCH_DIR = Path(__file__).resolve().parent
 #: Rate limits raised far above what a run can reach: the counting still happens on every
@@ -181,11 +182,26 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The gunicorn workers' process ids (children of the master we started)."""
-        try:
-            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-            return [int(pid) for pid in children.read_text().split()]
-        except OSError:
-            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == self.process.pid:  # field 4 of proc(5): ppid
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the master and its current workers."""
+        total = 0
+        for pid in [self.process.pid, *self.worker_pids()]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15 of proc(5)
+        return total / CLOCK_TICKS
 
     def stop(self) -> None:
         """SIGTERM to the master (it stops its workers); SIGKILL to our group if it hangs."""

@@ -104,7 +104,7 @@ class Credentials:
         self.server = server
         self._cache: dict[tuple, object] = {}
         self._secrets: dict[str, str] = {}  # client_id -> secret, for revocation
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a JWT's make() asks for its client under the lock
 
     def _cached(self, key: tuple, make: Callable[[], object], fresh: bool):
         if fresh:

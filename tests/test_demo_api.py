@@ -134,7 +134,7 @@ def sms(api_client):
 
 
 @pytest.fixture
-def http(credentials):
+def http(demo_url, credentials):
     """``http(method, path, scopes="sms:manage", kind="api_key", url=demo_url, **kwargs)``: a raw
     request with a real credential (for endpoints the library does not call, broken bodies)."""
 

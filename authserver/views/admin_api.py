@@ -8,6 +8,9 @@ renderer picks it for every path under /settings/ and /audit/). Policies: authse
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Blueprint, Response, jsonify
 
 from .. import api_keys, audit, clients, openapi
@@ -45,6 +48,8 @@ CLIENT_UPDATE = {"name": Field("string"), "scopes": Field("string-list"),
 #: API field -> keyword of clients.update_client.
 CLIENT_FIELDS = {"name": "name", "scopes": "scope", "tokenTtl": "token_ttl",
                  "audiences": "audiences", "enabled": "enabled", "jwks": "jwks"}
+#: Field names the client service reports errors under -> the API's names.
+CLIENT_ERROR_FIELDS = {service: api for api, service in CLIENT_FIELDS.items()}
 ROTATE = {"gracePeriod": Field("integer")}
 WRITE_LIMIT = "ADMIN_WRITE_RATE_LIMIT"
 
@@ -65,6 +70,16 @@ def _non_empty(body: dict) -> dict:
     if not body:
         raise ValidationError({"body": ["name at least one field to change"]})
     return body
+
+
+@contextmanager
+def _client_field_names() -> Iterator[None]:
+    """Report the client service's validation errors under the API's field names."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ValidationError({CLIENT_ERROR_FIELDS.get(field, field): messages
+                               for field, messages in exc.errors.items()}) from None
 
 
 def render_client(client: Client) -> dict:
@@ -156,11 +171,12 @@ def create_oauth_client():
     _count_write()
     body = json_body(CLIENT_CREATE)
     caller = current_caller()
-    client, secret = clients.create_client(
-        name=body["name"], scope=body["scopes"], token_ttl=body.get("tokenTtl"),
-        audiences=body.get("audiences"),
-        auth_method=body.get("authMethod", "client_secret_basic"), jwks=body.get("jwks"),
-        actor=caller.actor, held_scopes=caller.scopes)
+    with _client_field_names():
+        client, secret = clients.create_client(
+            name=body["name"], scope=body["scopes"], token_ttl=body.get("tokenTtl"),
+            audiences=body.get("audiences"),
+            auth_method=body.get("authMethod", "client_secret_basic"), jwks=body.get("jwks"),
+            actor=caller.actor, held_scopes=caller.scopes)
     return {"clientSecret": secret, **render_client(client)}, 201
 
 
@@ -180,8 +196,9 @@ def update_oauth_client(client_id: str):
     body = _non_empty(json_body(CLIENT_UPDATE))
     caller = current_caller()
     changes = {CLIENT_FIELDS[name]: value for name, value in body.items()}
-    client = clients.update_client(client_id, actor=caller.actor, held_scopes=caller.scopes,
-                                   **changes)
+    with _client_field_names():
+        client = clients.update_client(client_id, actor=caller.actor,
+                                       held_scopes=caller.scopes, **changes)
     return render_client(client)
 
 

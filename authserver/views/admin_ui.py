@@ -36,7 +36,6 @@ bp = Blueprint("admin_ui", __name__, url_prefix="/ui")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"admin_ui.sign_in"})
 CSRF_FIELD = "csrf_token"
-CSRF_HEADER = "X-CSRF-Token"
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 SECURITY_HEADERS = {
@@ -64,6 +63,7 @@ def is_ui_path(path: str) -> bool:
 
 # --- sessions and CSRF ----------------------------------------------------------------------
 
+@bp.app_template_global()
 def csrf_token() -> str:
     """The session's CSRF token (created on first use); put in every form."""
     if CSRF_FIELD not in session:
@@ -74,7 +74,7 @@ def csrf_token() -> str:
 def check_csrf() -> bool:
     """True when the request carries this session's CSRF token (SECURITY.md UI01)."""
     expected = session.get(CSRF_FIELD)
-    sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    sent = request.form.get(CSRF_FIELD)
     return (isinstance(expected, str) and isinstance(sent, str)
             and hmac.compare_digest(expected.encode(), sent.encode()))
 
@@ -139,8 +139,8 @@ def format_utc(value) -> str:
 
 @bp.app_context_processor
 def ui_context() -> dict:
-    """``csrf_token()`` and the signed-in operator for every UI template."""
-    return {"csrf_token": csrf_token, "current_operator": g.get("operator")}
+    """The signed-in operator for every UI template."""
+    return {"current_operator": g.get("operator")}
 
 
 # --- pages ----------------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Helpers for the fault-injection tests (tests/test_faults.py): server processes on a fixed
+port, their worker pids and memory, credentials made through the service layer, HTTP calls
+that never hang, and a bounded load runner."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from serverproc import BIN, ServerProcess, free_port, server_env
+
+ENCRYPTION_KEY = base64.urlsafe_b64encode(b"f" * 32).decode()
+#: Every limit off: these tests measure faults and load, not the limiter.
+NO_RATE_LIMITS = {name: "" for name in ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT",
+                                        "INTROSPECTION_RATE_LIMIT", "ADMIN_WRITE_RATE_LIMIT")}
+#: RL1: check a pooled connection before use, give up connecting after 2 s.
+RESILIENT_ENGINE = json.dumps({"pool_pre_ping": True, "connect_args": {"connect_timeout": 2}})
+SMS = {"messages": [{"destinations": [{"to": "41793026727"}], "content": {"text": "hi"},
+                     "sender": "demo"}]}
+
+
+def settings(database_url: str, **extra: str) -> dict:
+    """AUTHSERVER_* settings for a server or CLI on ``database_url``."""
+    return {"SQLALCHEMY_DATABASE_URI": database_url, "ENCRYPTION_KEY": ENCRYPTION_KEY,
+            "SECRET_KEY": "fault-tests", **NO_RATE_LIMITS, **extra}
+
+
+class Server(ServerProcess):
+    """``authserver serve`` on a port chosen by the caller (so ISSUER can name it up front)."""
+
+    def __init__(self, env: dict, *, port: int | None = None, workers: int = 1,
+                 log_path: Path | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [str(BIN / "authserver"), "serve", "--port", str(self.port),
+             "--workers", str(workers)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers (children of the master)."""
+        return children(self.process.pid)
+
+    def kill(self) -> None:
+        """kill -9 the workers and the master: no graceful shutdown, no finally blocks."""
+        for pid in [*self.worker_pids(), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(10)
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+class DemoServer:
+    """``resource-demo serve`` (gunicorn) in front of an issuer."""
+
+    def __init__(self, issuer: str, client_id: str, client_secret: str, *, workers: int = 2,
+                 log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESOURCE_DEMO")}
+        env["RESOURCE_DEMO_CLIENT_SECRET"] = client_secret
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [str(BIN / "resource-demo"), "serve", "--port", str(self.port), "--workers",
+             str(workers), "--issuer", issuer, "--client-id", client_id],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30.0) -> "DemoServer":
+        wait_until(lambda: _answers(self.url + "/healthz"), timeout, self.process)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        return children(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float,
+               process: subprocess.Popen | None = None, interval: float = 0.1) -> float:
+    """Poll ``predicate``; return the seconds it took, or raise TimeoutError."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise TimeoutError(f"not true within {timeout} s")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one ``authserver`` command; JSON commands are parsed by the caller."""
+    return subprocess.run([str(BIN / "authserver"), *args], env=env, capture_output=True,
+                          text=True, timeout=120, check=check)
+
+
+def create_client(env: dict, scope: str, **options: str) -> tuple[str, str]:
+    """Register a client with the CLI; (client_id, secret)."""
+    extra = [item for name, value in options.items() for item in (f"--{name}", value)]
+    created = json.loads(cli(env, "clients", "create", "--name", "fault", "--scope", scope,
+                             "--json", *extra).stdout)
+    return created["client_id"], created["client_secret"]
+
+
+def token(url: str, client_id: str, secret: str, timeout: float = 10) -> requests.Response:
+    """POST /oauth2/token, client_secret_basic."""
+    return requests.post(url + "/oauth2/token", data={"grant_type": "client_credentials"},
+                         auth=(client_id, secret), timeout=timeout)
+
+
+def post_form(url: str, path: str, form: dict, auth: tuple[str, str],
+              timeout: float = 10) -> requests.Response:
+    """POST a form to a protocol endpoint with Basic auth."""
+    return requests.post(url + path, data=form, auth=auth, timeout=timeout)
+
+
+def send_sms(demo_url: str, scheme: str, credential: str, timeout: float = 10) -> requests.Response:
+    """POST /sms/3/messages on the demo with ``scheme credential``."""
+    return requests.post(demo_url + "/sms/3/messages", json=SMS, timeout=timeout,
+                         headers={"Authorization": f"{scheme} {credential}"})
+
+
+def server_settings_env(instance: Path, database_url: str, **extra: str) -> dict:
+    """The environment of a server process or CLI on ``database_url``."""
+    return server_env(instance, **settings(database_url, **extra))
+
+
+class Load:
+    """``workers`` threads calling ``step(worker_index)`` until ``stop()`` or the deadline;
+    every exception a step raises is kept (bounded) for the assertion."""
+
+    def __init__(self, workers: int, step: Callable[[int], None], seconds: float):
+        self.step = step
+        self.deadline = time.monotonic() + seconds
+        self.stopped = threading.Event()
+        self.errors: list[BaseException] = []
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
+        self._futures = [self._pool.submit(self._run, index) for index in range(workers)]
+
+    def _run(self, index: int) -> None:
+        while not self.stopped.is_set() and time.monotonic() < self.deadline:
+            try:
+                self.step(index)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported by the test
+                with self._lock:
+                    if len(self.errors) < 50:
+                        self.errors.append(exc)
+            with self._lock:
+                self.calls += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def join(self) -> None:
+        for future in self._futures:
+            future.result()
+        self._pool.shutdown()
+
+
+@contextmanager
+def load(workers: int, step: Callable[[int], None], seconds: float):
+    """Run a ``Load`` for the duration of the block (and at most ``seconds``)."""
+    running = Load(workers, step, seconds)
+    try:
+        yield running
+    finally:
+        running.stop()
+        running.join()

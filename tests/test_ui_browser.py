@@ -1,0 +1,267 @@
+"""The operator web UI in a real browser: Debian's Chromium driven by Playwright, against a live
+server on both database backends (the whole module takes well under a minute).
+
+Playwright's own browser download is never used: CI installs ``chromium`` with apt-get.
+Screenshots of the main pages go to test-artifacts/screenshots/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+from playwright.sync_api import expect, sync_playwright
+
+from authserver import clients as client_service
+from authserver.db import db
+from authserver.models import ApiKey
+from demo_support import serve
+from resource_demo.app import create_app as create_demo_app
+from resource_demo.guard import ResourceGuard
+from ui_support import HOSTILE_NAME, PASSWORD, create_operator
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+SMS = {"messages": [{"destinations": [{"to": "41793026727"}], "content": {"text": "Hello"}}]}
+#: The guard caches API-key introspection answers for at most 5 s.
+REFUSAL_DEADLINE = 8.0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "install Chromium: apt-get install chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser profile that may use the clipboard on the live server's origin."""
+    context = browser.new_context(viewport={"width": 1366, "height": 860})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    tab = context.new_page()
+    tab.dialogs = []
+
+    def on_dialog(dialog):
+        tab.dialogs.append(dialog.message)
+        dialog.accept()
+
+    tab.on("dialog", on_dialog)
+    tab.console_errors = []
+    tab.on("console", lambda message: message.type == "error"
+           and tab.console_errors.append(message.text))
+    yield tab
+    context.close()
+
+
+@pytest.fixture
+def demo_api(live_server):
+    """The demo resource server guarding its API with our server (introspecting API keys)."""
+    with live_server.app.app_context():
+        record, secret = client_service.create_client(name="demo api", scope="tokens:introspect",
+                                                      actor="test")
+        client_id = record.client_id
+    app = create_demo_app({"GUARD_ISSUER": live_server.url, "GUARD_CLIENT_ID": client_id,
+                           "GUARD_CLIENT_SECRET": secret})
+    with serve(app) as url:
+        yield url
+    ResourceGuard.close(app)
+
+
+def screenshot(page, name: str, full_page: bool = False) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def sign_in(page, live_server, shot: bool = False) -> None:
+    create_operator(live_server.app)
+    page.goto(live_server.url + "/")
+    expect(page).to_have_url(live_server.url + "/ui/sign-in?next=/ui/")
+    if shot:
+        screenshot(page, "sign-in")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(live_server.url + "/ui/api-keys")
+
+
+def nav(page, name: str) -> None:
+    """Follow a link of the main navigation."""
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
+
+
+def pick_scope(page, group: str, scope: str) -> None:
+    """Open a category of the scope picker and tick one scope."""
+    details = page.locator("details[data-scope-group]", has=page.locator(
+        "summary .group-name", has_text=group))
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
+    details.locator(f'input[value="{scope}"]').check()
+    expect(details.locator("[data-scope-count]")).not_to_have_text("0 selected")
+
+
+def copied_value(page, field_id: str) -> str:
+    """Click the Copy button of a show-once field; return what reached the clipboard."""
+    value = page.locator(f"#{field_id}").input_value()
+    page.locator(f'[data-copy-target="{field_id}"]').click()
+    expect(page.locator(f'[data-copy-status-for="{field_id}"]')).to_have_text(
+        "Copied to the clipboard.")
+    assert page.evaluate("navigator.clipboard.readText()") == value
+    return value
+
+
+def wait_for_status(call, status: int, deadline: float = REFUSAL_DEADLINE) -> float:
+    """Poll ``call()`` until it answers ``status``; return the seconds that took."""
+    start = time.monotonic()
+    while True:
+        response = call()
+        if response.status_code == status:
+            return time.monotonic() - start
+        assert time.monotonic() - start < deadline, (response.status_code, response.text)
+        time.sleep(0.2)
+
+
+def test_api_key_created_copied_used_and_disabled(page, live_server, demo_api):
+    sign_in(page, live_server, shot=True)
+    screenshot(page, "api-keys-empty")
+    page.get_by_role("link", name="Create API key").first.click()
+    page.get_by_label("Name").fill("SMS sender")
+    expect(page.get_by_label("Expiration date")).not_to_have_value("")  # one year by default
+    pick_scope(page, "Channels", "sms:message:send")
+    pick_scope(page, "Customer Engagement", "people:read")
+    expect(page.locator("[data-selected-scopes] code")).to_have_text(
+        ["sms:message:send", "people:read"])
+    screenshot(page, "create-api-key", full_page=True)
+    page.get_by_role("button", name="Create API key").click()
+
+    expect(page.get_by_text("It will not be shown again.")).to_be_visible()
+    key = copied_value(page, "api-key-secret")
+    assert key.startswith("asak_")
+    screenshot(page, "api-key-created")
+    page.get_by_role("link", name="I have copied the key").click()
+
+    row = page.locator("table.data tbody tr", has_text="SMS sender")
+    expect(row).to_contain_text("sms:message:send")
+    expect(row).to_contain_text("people:read")
+    expect(row.locator(".badge")).to_have_text("Active")
+    assert key not in page.content()
+    screenshot(page, "api-keys")
+
+    send = lambda: requests.post(demo_api + "/sms/3/messages", json=SMS,  # noqa: E731
+                                 headers={"Authorization": f"App {key}"}, timeout=10)
+    assert send().status_code == 200
+
+    row.get_by_role("link", name="SMS sender").click()
+    screenshot(page, "edit-api-key", full_page=True)
+    page.get_by_role("button", name="Disable API key").click()
+    expect(page.locator(".notice-ok")).to_contain_text("is disabled")
+    assert page.dialogs and "for good" in page.dialogs[-1]
+    expect(page.locator("h1 .badge")).to_have_text("Disabled")
+    assert wait_for_status(send, 401) <= REFUSAL_DEADLINE
+
+    nav(page, "Audit log")
+    expect(page.locator("table.audit tbody tr").first).to_contain_text("operator:alice")
+    screenshot(page, "audit-log")
+    assert page.console_errors == []
+
+
+def test_oauth_client_created_used_rotated_and_disabled(page, live_server):
+    sign_in(page, live_server)
+    nav(page, "OAuth clients")
+    page.get_by_role("link", name="Create OAuth client").first.click()
+    page.get_by_label("Name").fill("Billing service")
+    page.get_by_label("Token lifetime in seconds").fill("600")
+    pick_scope(page, "General", "message:send")
+    pick_scope(page, "Platform", "billing:usage:view")
+    screenshot(page, "create-client")
+    page.get_by_role("button", name="Create OAuth client").click()
+
+    expect(page.get_by_text("It will not be shown again.")).to_be_visible()
+    client_id = page.locator("#client-id").input_value()
+    secret = copied_value(page, "client-secret")
+    screenshot(page, "client-created")
+
+    def token(client_secret):
+        return requests.post(live_server.url + "/oauth2/token", auth=(client_id, client_secret),
+                             data={"grant_type": "client_credentials"}, timeout=10)
+
+    answer = token(secret)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["expires_in"] == 600
+    assert answer.json()["scope"] == "message:send billing:usage:view"
+
+    page.get_by_role("link", name="I have copied the secret").click()
+    screenshot(page, "client-detail", full_page=True)
+    page.get_by_role("button", name="Rotate secret").click()
+    expect(page.get_by_text("New client secret")).to_be_visible()
+    new_secret = page.locator("#client-secret").input_value()
+    assert new_secret != secret
+    assert token(secret).status_code == 401  # no grace period chosen
+    assert token(new_secret).status_code == 200
+
+    page.get_by_role("link", name="I have copied the secret").click()
+    page.get_by_role("button", name="Disable OAuth client").click()
+    expect(page.locator(".notice-ok")).to_contain_text("can no longer get tokens")
+    refused = token(new_secret)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+    nav(page, "OAuth clients")
+    expect(page.locator("tr", has_text="Billing service").locator(".badge")).to_have_text(
+        "Disabled")
+    screenshot(page, "clients")
+    assert page.console_errors == []
+
+
+def key_count(live_server) -> int:
+    with live_server.app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey))
+
+
+def test_html_in_a_name_is_text_and_csrf_less_posts_are_refused(page, live_server):
+    sign_in(page, live_server)
+    page.goto(live_server.url + "/ui/api-keys/new")
+    page.get_by_label("Name").fill(HOSTILE_NAME)
+    pick_scope(page, "Web SDK", "web:sdk")
+    page.get_by_role("button", name="Create API key").click()
+    expect(page.get_by_text("It will not be shown again.")).to_be_visible()
+    page.goto(live_server.url + "/ui/api-keys")
+    expect(page.locator("td.name a")).to_have_text(HOSTILE_NAME)
+    assert page.locator("td.name img, td.name script").count() == 0
+    page.goto(live_server.url + "/ui/audit")
+    expect(page.locator("ul.changes").first).to_contain_text(HOSTILE_NAME)
+    assert page.dialogs == []  # no alert() ran anywhere
+    screenshot(page, "hostile-name")
+
+    # A POST without the token, from the page itself: refused, nothing created.
+    before = key_count(live_server)
+    status = page.evaluate("""async () => (await fetch('/ui/api-keys/new', {method: 'POST',
+        body: new URLSearchParams({name: 'no token', scopes: 'sms:message:send'})})).status""")
+    assert status == 400
+
+    # A cross-origin form on the same site (another port: SameSite=Lax still sends the
+    # cookie) that auto-submits to the UI: the missing token stops it.
+    from flask import Flask
+
+    attacker = Flask("attacker")
+    target = live_server.url + "/ui/api-keys/new"
+
+    @attacker.get("/")
+    def lure():
+        return (f'<form id="f" method="post" action="{target}">'
+                '<input name="name" value="pwned"><input name="scopes" value="sms:message:send">'
+                '</form><script>document.getElementById("f").submit()</script>')
+
+    with serve(attacker) as attacker_url:
+        page.goto(attacker_url)
+        expect(page).to_have_url(target)
+        expect(page.locator("h1")).to_have_text("Request refused")
+    assert key_count(live_server) == before
+    screenshot(page, "csrf-refused")

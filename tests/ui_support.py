@@ -1,0 +1,61 @@
+"""Helpers for the web UI tests: operator accounts, CSRF tokens and a signed-in test client."""
+
+from __future__ import annotations
+
+import re
+
+from authserver import operators
+
+PASSWORD = "correct horse battery staple"
+COOKIE = "authserver_ui"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+HOSTILE_NAME = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp; "quoted"'
+
+
+def create_operator(app, username: str = "alice", password: str = PASSWORD) -> None:
+    """Create an enabled operator account."""
+    with app.app_context():
+        operators.create_operator(username=username, password=password, actor="test")
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+class UI:
+    """Drives the web UI through Flask's test client, as a browser would."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def token(self, path: str = "/ui/sign-in") -> str:
+        """GET ``path`` and return its form's CSRF token."""
+        response = self.client.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+        return csrf_from(response.text)
+
+    def sign_in(self, username: str = "alice", password: str = PASSWORD, next_path=None):
+        """Fill in and post the sign-in form; returns the POST's response."""
+        data = {"csrf_token": self.token(), "username": username, "password": password}
+        if next_path is not None:
+            data["next"] = next_path
+        return self.client.post("/ui/sign-in", data=data)
+
+    def post(self, path: str, data: dict | None = None, *, token: str | None = None,
+             form_page: str = "/ui/api-keys"):
+        """POST a form with the current session's CSRF token (or the given one)."""
+        data = dict(data or {})
+        data["csrf_token"] = token if token is not None else self.token(form_page)
+        return self.client.post(path, data=data)
+
+    def cookie(self) -> str | None:
+        """The current value of the UI's session cookie."""
+        cookie = self.client.get_cookie(COOKIE)
+        return cookie.value if cookie else None
+
+    def set_cookie(self, value: str) -> None:
+        """Replace the UI's session cookie (replaying an old one)."""
+        self.client.set_cookie(COOKIE, value)
