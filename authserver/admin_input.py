@@ -24,6 +24,10 @@ from .errors import ValidationError
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 PAGE_RE = re.compile(r"^[0-9]{1,9}$")
+#: RFC 3339 date-time (what the document's ``format: date-time`` promises), checked before
+#: ``datetime.fromisoformat``, which also reads odd forms (basic format, stray characters).
+TIMESTAMP_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+                          r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$")
 TEXT_MAX = 200
 #: Fields the server sets; naming them in a body is refused with "read-only".
 READ_ONLY = frozenset({
@@ -42,9 +46,11 @@ _TYPES = {
     "object": lambda value: isinstance(value, dict),
     "string-list": lambda value: isinstance(value, list)
     and all(isinstance(item, str) for item in value),
+    "timestamp": lambda value: isinstance(value, str) and TIMESTAMP_RE.fullmatch(value) is not None,
 }
 _TYPE_WORDS = {"string": "a string", "boolean": "true or false", "integer": "an integer",
-               "object": "a JSON object", "string-list": "a list of strings"}
+               "object": "a JSON object", "string-list": "a list of strings",
+               "timestamp": "an RFC 3339 timestamp such as 2027-01-31T12:00:00Z"}
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,12 @@ def parse_paging(args: Mapping[str, str]) -> Paging:
     errors: dict[str, list[str]] = {}
     page = size = None
     raw_page = args.get("page", "0")
-    if PAGE_RE.match(raw_page):
+    if PAGE_RE.fullmatch(raw_page):
         page = int(raw_page)
     else:
         errors["page"] = ["an integer from 0 to 999999999"]
     raw_size = args.get("size", str(DEFAULT_PAGE_SIZE))
-    if PAGE_RE.match(raw_size) and 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+    if PAGE_RE.fullmatch(raw_size) and 1 <= int(raw_size) <= MAX_PAGE_SIZE:
         size = int(raw_size)
     else:
         errors["size"] = [f"an integer from 1 to {MAX_PAGE_SIZE}"]
@@ -179,6 +185,8 @@ def parse_time(args: Mapping[str, str], name: str) -> datetime | None:
     if value is None:
         return None
     try:
+        if not TIMESTAMP_RE.fullmatch(value):
+            raise ValueError(value)
         return parse_isoformat(value)
     except (ValueError, TypeError, OverflowError):
-        raise ValidationError({name: ["an ISO 8601 timestamp with Z or an offset"]}) from None
+        raise ValidationError({name: [_TYPE_WORDS["timestamp"]]}) from None

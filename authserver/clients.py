@@ -87,7 +87,8 @@ def validate_audiences(value: object, errors: dict) -> list[str] | None:
     if not isinstance(value, list) or len(value) > MAX_AUDIENCES:
         errors.setdefault("audiences", []).append(f"a list of at most {MAX_AUDIENCES} URIs")
         return None
-    bad = [uri for uri in value if not isinstance(uri, str) or len(uri) > 255 or not URI_RE.match(uri)]
+    bad = [uri for uri in value if not isinstance(uri, str) or len(uri) > 255 or not URI_RE.match(uri)
+           or any(ord(ch) < 32 or ord(ch) == 127 for ch in uri)]  # RFC 3986: no controls
     if bad:
         errors.setdefault("audiences", []).append("not an absolute URI")
         return None

@@ -122,7 +122,7 @@ class RevocationFeedEndpoint(TokenEndpoint):
         client = self.authenticate_endpoint_client(request)
         if not holds_introspect_scope(client):
             raise ForbiddenError("The client may not read the revocation feed.")
-        after = request.form.get("after", "0")
+        after = request.form.get("after") or "0"  # RFC 6749 §3.1: empty means omitted
         # ASCII digits only: str.isdigit() admits "²" (int() fails: 500) and other scripts.
         if not (after.isascii() and after.isdigit()) or len(after) > 18:
             raise InvalidRequestError("'after' must be a cursor from a previous answer.")

@@ -11,8 +11,13 @@ the catalogue that enforce them and cannot drift. Policies the document states:
   else 403. A key created without ``scopeGuids`` gets the caller's scopes; a create needs at
   least one scope, an update with ``[]`` leaves the key access to nothing. Clients must name
   their ``scopes`` (at least one).
-- Bodies are strict: a JSON object with only the listed fields, of the listed types; read-only
-  and unknown fields are 400 naming the field. PUT changes only the fields it names.
+- Bodies are strict: a JSON object with only the listed fields, of the listed types, with no
+  coercion (``"enabled": "false"``, ``"tokenTtl": 3600.0`` are 400: integers are written
+  without a fraction); read-only and unknown fields are 400 naming the field; timestamps are
+  RFC 3339. PUT changes only the fields it names (at least one). Query parameters must be
+  known and given once; ``size`` is 1..100, ``page`` from 0 (past the end: an empty page).
+- Unknown and malformed ids are the same 404. Client fields are camelCase; a client's scopes
+  are the list ``scopes``. ``authMethod`` is fixed at registration.
 - ``validTo`` is at most MAX_API_KEY_VALIDITY_DAYS from the time it is set; ``/0`` ranges in
   ``allowedIPs`` are refused (the empty list already allows any address).
 - Creates, updates and rotations count against ADMIN_WRITE_RATE_LIMIT per caller (429).
@@ -100,11 +105,13 @@ PAGING_PARAMETERS = [
     _query("size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
                     "default": DEFAULT_PAGE_SIZE}, "Page size."),
 ]
-TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX, "pattern": "^[^\\x00-\\x1f\\x7f]+$"}
+TEXT = {"type": "string", "minLength": 1, "maxLength": TEXT_MAX,
+        "pattern": "^[^\\x00-\\x1f\\x7f]+$"}
 FILTERS = [_query("name", TEXT, "Exact name."),
            _query("enabled", {"type": "boolean"}, "Only enabled (true) or disabled (false).")]
 TIMESTAMP = {"type": "string", "format": "date-time",
-             "description": "ISO 8601 in UTC, e.g. 2027-01-31T12:00:00Z (offsets accepted on input)."}
+             "description": "RFC 3339, UTC on output (2027-01-31T12:00:00Z); offsets are "
+                            "accepted on input."}
 NULLABLE_TIMESTAMP = {**TIMESTAMP, "type": ["string", "null"]}
 
 
@@ -307,7 +314,7 @@ def document() -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "authserver admin API", "version": "1",
-                 "description": __doc__.split("\n\n", 1)[1].strip()},
+                 "description": "Policies:\n" + __doc__.split("states:", 1)[1].strip()},
         "servers": [{"url": current_app.config["ISSUER"].rstrip("/")}],
         "security": [{"bearerAuth": []}],
         "paths": _paths(),

@@ -80,6 +80,8 @@ def measure(load, case: Case, args) -> dict:
     """Warm up, then measure one interval of ``case``."""
     if args.warmup > 0:
         load.run(case.server.base_url, case.request, args.warmup, args.connections)
+    database = case.server.database
+    db_before = database.backend_cpu_seconds() if database else 0.0
     server_before, load_before, machine_before = (
         case.server.cpu_seconds(), _children_cpu(), _machine_cpu())
     result = load.run(case.server.base_url, case.request, args.duration,
@@ -87,11 +89,14 @@ def measure(load, case: Case, args) -> dict:
     server = case.server.cpu_seconds() - server_before
     loader = _children_cpu() - load_before
     busy, elapsed = (a - b for a, b in zip(_machine_cpu(), machine_before))
-    # Server CPU per request: what a request costs, whatever share of the machine we got.
-    result["cpu_us"] = 1e6 * server / result["requests"] if result["requests"] else 0.0
-    result["loadgen_cores"] = loader / result["seconds"]
-    # Cores busy with anything but this server and the load generator (other sessions).
-    result["other_cores"] = max(0.0, (busy - server - loader) / elapsed) if elapsed else 0.0
+    db = database.backend_cpu_seconds() - db_before if database else 0.0
+    requests = result["requests"] or 1
+    # CPU per request: what a request costs, whatever share of the machine we got.
+    result["cpu_us"] = 1e6 * server / requests
+    result["db_cpu_us"] = 1e6 * db / requests
+    result["loadgen_cpu_us"] = 1e6 * loader / requests
+    # Cores busy with anything but this server, its database and the load generator.
+    result["other_cores"] = max(0.0, (busy - server - loader - db) / elapsed) if elapsed else 0.0
     return result
 
 
@@ -160,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  round {round_index + 1}  {case.name:<24} {result['rps']:8,.0f} req/s"
                       f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
                       f"  cpu {result['cpu_us']:6.0f} us/req"
-                      f"  others {result['other_cores']:.1f} cores"
+                      + (f" + db {result['db_cpu_us']:4.0f}" if case.server.database else "")
+                      + f"  others {result['other_cores']:.1f} cores"
                       + (f"  non-2xx {result['non2xx']} (HTTP {result['bad_status']})"
                          if result["non2xx"] else "")
                       + (f"  errors {result['errors']}" if result["errors"] else ""),
@@ -168,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         info["loadavg_end"] = os.getloadavg()[0]
         by_name = {case.name: {"label": case.label, "reference": case.reference,
                                "runs": runs[case.name],
-                               "median": report.median_result(runs[case.name])}
+                               "median": report.median_result(runs[case.name], info["nproc"])}
                    for case in cases}
         ratio = report.ratios(by_name)
         goals = report.goal_results(by_name, ratio)

@@ -65,6 +65,15 @@ def _clean_environment() -> dict:
     return env
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14, 15 of proc(5)
+
+
 class PostgresDatabase:
     """A fresh database on the local PostgreSQL (trust auth), dropped by ``drop()``."""
 
@@ -93,6 +102,15 @@ class PostgresDatabase:
 
         with psycopg.connect(self.dsn) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
+
+    def backend_cpu_seconds(self) -> float:
+        """CPU time used so far by the PostgreSQL backends connected to this database."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            pids = [row[0] for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.name,))]
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     def drop(self) -> None:
         """Drop the database (FORCE: servers may still hold idle connections)."""
@@ -148,8 +166,9 @@ class Server:
     """A gunicorn server we started; ``stop()`` ends it (and only it)."""
 
     def __init__(self, label: str, command: list[str], env: dict, port: int, log_dir: Path,
-                 ready_path: str):
+                 ready_path: str, database: PostgresDatabase | None = None):
         self.label = label
+        self.database = database
         self.port = port
         self.base_url = f"http://{HOST}:{port}"
         self.log_path = log_dir / f"{label}.log"
@@ -194,14 +213,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the master and its current workers."""
-        total = 0
-        for pid in [self.process.pid, *self.worker_pids()]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15 of proc(5)
-        return total / CLOCK_TICKS
+        return sum(process_cpu_seconds(pid) for pid in [self.process.pid, *self.worker_pids()])
 
     def stop(self) -> None:
         """SIGTERM to the master (it stops its workers); SIGKILL to our group if it hangs."""
@@ -221,7 +233,7 @@ def start_authserver(instance: Instance, log_dir: Path, workers: int = 2) -> Ser
     command = [console_script("authserver"), "serve", "--host", HOST, "--port", str(port),
                "--workers", str(workers)]
     return Server(f"authserver-{instance.name}", command, instance.env, port, log_dir,
-                  "/.well-known/oauth-authorization-server")
+                  "/.well-known/oauth-authorization-server", instance.database)
 
 
 def start_demo(issuer: str, client_id: str, client_secret: str, log_dir: Path,

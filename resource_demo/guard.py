@@ -14,7 +14,10 @@ Configuration (``app.config``): ``GUARD_ISSUER`` (required), ``GUARD_AUDIENCES``
 ``GUARD_CLIENT_SECRET`` (a client holding ``tokens:introspect``: API keys, revocation feed),
 ``GUARD_INTROSPECT_JWTS`` (True: ask the server about every JWT), ``GUARD_TRUSTED_PROXIES``,
 ``GUARD_API_KEY_CACHE_SECONDS`` (<= 5), ``GUARD_REVOCATION_POLL_SECONDS``,
-``GUARD_HTTP_TIMEOUT``, ``GUARD_LEEWAY``, ``GUARD_REALM``.
+``GUARD_JWKS_REFETCH_COOLDOWN`` (s between JWKS fetches for an unknown ``kid``, default 10),
+``GUARD_HTTP_TIMEOUT``, ``GUARD_LEEWAY``, ``GUARD_REALM``, ``GUARD_CLOCK`` (epoch seconds).
+
+Endpoints that must not take API keys (key management, balance) pass ``allow_api_keys=False``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from authserver.api_keys import check_api_key_format
 from authserver.scopes import Catalogue, default_catalogue, has_required_scope, parse_scope
 from authserver.scopes import ScopeError
 
-from .errors import ApiError, BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from .errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from .jwks import JWKSCache, JWKSUnavailable, UnknownKey
 from .server_client import AuthorizationServerClient, RevocationList, ServerUnavailable
 from .verifier import AccessTokenVerifier, InvalidToken
@@ -43,6 +46,9 @@ from .verifier import AccessTokenVerifier, InvalidToken
 log = logging.getLogger(__name__)
 EXTENSION_KEY = "resource_demo.guard"
 MAX_API_KEY_CACHE_ENTRIES = 10_000
+#: Where a credential must not be sent (URLs leak into logs); never used, and together with an
+#: Authorization header the request is refused (SECURITY.md RS14, RS15, AK09).
+CREDENTIAL_PARAMETERS = ("access_token", "api_key", "apiKey")
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class ResourceGuard:
             revocations=RevocationList(server, config.get("GUARD_REVOCATION_POLL_SECONDS", 2.0)),
             realm=config.get("GUARD_REALM", "api"),
             clock=config.get("GUARD_CLOCK", time.time),
+            jwks_refetch_cooldown=float(config.get("GUARD_JWKS_REFETCH_COOLDOWN", 10.0)),
         )
         app.extensions[EXTENSION_KEY] = state
 
@@ -177,11 +184,13 @@ class ResourceGuard:
     def authenticate(self) -> Principal:
         """Turn the request's credential into a principal, or raise 400/401/503."""
         headers = request.headers.getlist("Authorization")
-        in_query = any(name in request.args for name in ("access_token", "api_key", "apiKey"))
+        # HTTP servers fold repeated header lines into one, comma-joined (RFC 9110 §5.3);
+        # a single token68 credential never contains a comma.
+        folded = len(headers) > 1 or any("," in value for value in headers)
         # RFC 6750 §2 / §3.1: more than one way of sending credentials is invalid_request.
-        if len(headers) > 1 or (headers and in_query):
-            raise BadRequest("More than one credential was sent.",
-                             headers=self._challenge(error="invalid_request"))
+        if folded or (headers and _credential_outside_header()):
+            log.info("credential refused: more than one credential was sent")
+            raise BadRequest(headers=self._challenge(error="invalid_request"))
         if not headers:
             # RFC 6750 §3.1: no error code when the request carried no credentials (RS11, RS15).
             raise Unauthorized(headers=self._challenge())
@@ -224,8 +233,11 @@ class ResourceGuard:
             raise _InvalidCredential("api key: inactive")
         now = state.clock()
         exp, nbf = answer.get("exp"), answer.get("nbf")
-        # The cached answer may be up to 5 s old: re-check the window against our clock.
-        if not isinstance(exp, int) or exp <= now or (isinstance(nbf, int) and nbf > now):
+        # The cached answer may be up to 5 s old: re-check the window against our clock,
+        # with the same leeway as JWTs (SECURITY.md RL4: a clock 30 s off must not refuse
+        # a key the server has just called active).
+        if not isinstance(exp, int) or exp + state.leeway <= now or (
+                isinstance(nbf, int) and nbf - state.leeway > now):
             raise _InvalidCredential("api key: outside its validity window")
         allowed = answer.get("allowed_ips") or []
         caller = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
@@ -235,6 +247,14 @@ class ResourceGuard:
         key_id = str(answer.get("client_id", ""))
         return Principal(subject=str(answer.get("sub", key_id)), kind="api_key",
                          client_id=key_id, scopes=_scopes(answer.get("scope", "")), claims=answer)
+
+
+def _credential_outside_header() -> bool:
+    """True when the query or a form body carries a credential (RFC 6750 §2.2, §2.3)."""
+    if any(name in request.args for name in CREDENTIAL_PARAMETERS):
+        return True
+    return request.mimetype == "application/x-www-form-urlencoded" and any(
+        name in request.form for name in CREDENTIAL_PARAMETERS)
 
 
 def _scopes(value: object) -> frozenset[str]:
@@ -260,6 +280,7 @@ class _GuardState:
     revocations: RevocationList
     realm: str
     clock: Callable[[], float]
+    jwks_refetch_cooldown: float = 10.0
     _verifier: AccessTokenVerifier | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -269,7 +290,8 @@ class _GuardState:
             with self._lock:
                 if self._verifier is None:
                     jwks = JWKSCache(self.server.metadata()["jwks_uri"],
-                                     timeout=self.server.timeout)
+                                     timeout=self.server.timeout,
+                                     refetch_cooldown=self.jwks_refetch_cooldown)
                     self._verifier = AccessTokenVerifier(
                         self.server.issuer, self.audiences, jwks, leeway=self.leeway,
                         clock=self.clock)

@@ -1,4 +1,4 @@
-"""Request validation for the demo API: typed field reads that collect errors, JSON bodies, query filters.
+"""Request validation for the demo API: typed field reads, JSON bodies, query-argument filters.
 
 Violations are collected field by field and raised as one 400 ``BAD_REQUEST`` envelope whose
 ``validationErrors`` name each field (the shape the platform's client libraries parse).

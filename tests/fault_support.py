@@ -18,12 +18,19 @@ from pathlib import Path
 
 import requests
 
+from authserver import api_keys, create_app
+from authserver import clients as client_service
+from authserver import keys
+from authserver.db import db, upgrade_database
+from pgcluster import PrivateCluster
 from serverproc import BIN, ServerProcess, free_port, server_env
 
 ENCRYPTION_KEY = base64.urlsafe_b64encode(b"f" * 32).decode()
 #: Every limit off: these tests measure faults and load, not the limiter.
 NO_RATE_LIMITS = {name: "" for name in ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT",
                                         "INTROSPECTION_RATE_LIMIT", "ADMIN_WRITE_RATE_LIMIT")}
+#: application_name of this process's own connections (left out of connection counts).
+TEST_APPLICATION = "fault-tests"
 #: RL1: check a pooled connection before use, give up connecting after 2 s.
 RESILIENT_ENGINE = json.dumps({"pool_pre_ping": True, "connect_args": {"connect_timeout": 2}})
 SMS = {"messages": [{"destinations": [{"to": "41793026727"}], "content": {"text": "hi"},
@@ -222,3 +229,66 @@ def load(workers: int, step: Callable[[int], None], seconds: float):
     finally:
         running.stop()
         running.join()
+
+
+class Deployment:
+    """A fresh, migrated database with signing keys on the private cluster; servers on it; and
+    an app in this process for setup through the service layer (what the CLI would do)."""
+
+    def __init__(self, cluster: PrivateCluster, tmp: Path, issuer: str):
+        self.cluster = cluster
+        self.tmp = tmp
+        self.issuer = issuer
+        self.dbname = cluster.create_database()
+        self.url = cluster.url(self.dbname)
+        self.app = create_app(
+            {**settings(self.url), "ISSUER": issuer,
+             "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {
+                 "connect_timeout": 2, "application_name": TEST_APPLICATION}}},
+            instance_path=str(tmp / "setup-instance"))
+        with self.app.app_context():
+            upgrade_database()
+            keys.ensure_signing_keys()
+        self.servers: list[Server] = []
+
+    def env(self, name: str, **extra: str) -> dict:
+        """Environment of a server or CLI process named ``name`` on this database."""
+        return server_settings_env(self.tmp / f"instance-{name}", self.url, ISSUER=self.issuer,
+                                   **extra)
+
+    def server(self, name: str, *, port: int | None = None, workers: int = 1,
+               **extra: str) -> Server:
+        """Start ``authserver serve`` and wait until /healthz answers."""
+        server = Server(self.env(name, **extra), port=port, workers=workers,
+                        log_path=self.tmp / f"{name}.log")
+        self.servers.append(server)
+        server.wait_ready()
+        return server
+
+    def client(self, scope: str, **options) -> tuple[str, str]:
+        """Register a client through the service layer; (client_id, secret)."""
+        with self.app.app_context():
+            record, secret = client_service.create_client(name="fault", scope=scope,
+                                                          actor="test", **options)
+            return record.client_id, secret
+
+    def api_key(self, scope: str) -> str:
+        """Create an API key through the service layer; its secret."""
+        with self.app.app_context():
+            return api_keys.create_api_key(name="fault", scopes=scope, actor="test")[1]
+
+    def rotate(self) -> str:
+        """Rotate the signing keys (what ``authserver signing-keys rotate`` does); new kid."""
+        with self.app.app_context():
+            return keys.rotate_signing_keys().kid
+
+    def close(self) -> None:
+        """Kill the servers; leave the cluster running for the next test."""
+        if not self.cluster.running():
+            self.cluster.start()
+        for server in self.servers:
+            if server.process.poll() is None:
+                server.kill()
+        with self.app.app_context():
+            db.session.remove()
+            db.engine.dispose()

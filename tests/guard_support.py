@@ -34,7 +34,8 @@ from authserver.db import db
 from authserver.keys import active_signing_key
 from authserver.models import ApiKey
 from authserver.tokens import encode_access_token
-from resource_demo.guard import ResourceGuard
+from resource_demo.errors import register_error_handlers
+from resource_demo.guard import ResourceGuard, current_principal
 
 FORBIDDEN = '{"requestError":{"serviceException":{"messageId":"FORBIDDEN","text":"Forbidden"}}}'
 UNAUTHORIZED = ('{"requestError":{"serviceException":'
@@ -144,7 +145,7 @@ class Credentials:
         return self._cached(key, make, fresh)
 
     def api_key(self, scope: str, *, fresh: bool = False, **key_options) -> str:
-        """An API key holding ``scope`` (catalogue names, space-separated; "" for none)."""
+        """An API key holding ``scope`` (catalogue names, space-separated)."""
         def make():
             with self.server.app.app_context():
                 _, secret = api_keys.create_api_key(name="guard test key", scopes=scope.split(),
@@ -162,8 +163,8 @@ class Credentials:
                     client = client_service.get_client(self.client("web:sdk")[0])
                     audience = self.server.app.config["DEFAULT_AUDIENCE"]
                     return encode_access_token(client, [scope], audience)["access_token"]
-                record, secret = api_keys.create_api_key(name="raw scope key", scopes=[],
-                                                         actor="test")
+                record, secret = api_keys.create_api_key(name="raw scope key",
+                                                         scopes=["web:sdk"], actor="test")
                 db.session.execute(sa.update(ApiKey).where(ApiKey.id == record.id)
                                    .values(scope=scope))
                 db.session.commit()
@@ -226,6 +227,35 @@ def guard_config(server, credentials: Credentials, **settings) -> dict:
     client_id, secret = credentials.introspector()
     return {"GUARD_ISSUER": server.url, "GUARD_CLIENT_ID": client_id,
             "GUARD_CLIENT_SECRET": secret, **settings}
+
+
+def create_guarded_app(config: dict) -> Flask:
+    """A tiny API: one endpoint per kind of scope declaration, each answering with the principal."""
+    app = Flask("guarded")
+    app.config.update(config)
+    guard = ResourceGuard(app)
+    register_error_handlers(app)
+
+    def principal():
+        who = current_principal()
+        return {"kind": who.kind, "client_id": who.client_id, "scopes": sorted(who.scopes)}
+
+    def add(path, decorator, methods=("GET",)):
+        app.add_url_rule(path, path, decorator(principal), methods=list(methods))
+
+    add("/sms", guard.require_scope("sms:message:send"), methods=("GET", "POST"))
+    add("/send", guard.require_scope("message:send"))
+    add("/email", guard.require_scope("email:message:send"))
+    add("/any", guard.require_any_scope("sms:logs:read", "people:read"))
+    add("/keys", guard.require_scope("account-management:manage", allow_api_keys=False))
+
+    @app.get("/me")
+    def me():
+        """Unscoped: any valid credential (SC08)."""
+        who = guard.authenticate()
+        return {"kind": who.kind, "scopes": sorted(who.scopes)}
+
+    return app
 
 
 @contextmanager

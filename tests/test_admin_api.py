@@ -251,7 +251,8 @@ def test_AD02_token_for_another_audience_is_401(client, oauth_clients, get_token
                                              audiences=["https://other.example.test/api"])
     answer = get_token(client_id, secret, resource="https://other.example.test/api")
     assert answer.status_code == 200, answer.get_json()
-    response = client.get(KEYS, headers={"Authorization": f"Bearer {answer.get_json()['access_token']}"})
+    token = answer.get_json()["access_token"]
+    response = client.get(KEYS, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 
 
@@ -637,7 +638,7 @@ def test_AD10_only_documented_admin_routes_exist(app, client):
 
 
 @pytest.mark.parametrize("path", ["/openapi", "/openapi.yaml", "/settings/1/api-keys",
-                                  "/settings/3/api-keys", f"{KEYS}/", "/settings/2/api-keys/x/secret",
+                                  "/settings/3/api-keys", f"{KEYS}/", f"{KEYS}/x/secret",
                                   "/audit/1/logs/1", "/debug", "/console", "/admin",
                                   "/settings/2/oauth-clients/x/secret"])
 def test_AD10_undocumented_paths_are_404(admin, path):
@@ -867,3 +868,67 @@ def test_errors_never_leak_internals(admin):
         assert response.status_code < 500
         text = text.replace("serviceException", "")  # the envelope's own member name
         assert not [marker for marker in LEAK_MARKERS if marker in text]
+
+
+# -- NUL and other bytes PostgreSQL cannot store never reach the database --------------------
+
+@pytest.mark.parametrize("path, body", [
+    (KEYS, {"name": "a\u0000b"}),
+    (KEYS, {"name": "k", "allowedIPs": ["10.0.0.1\u0000"]}),
+    (KEYS, {"name": "k", "scopeGuids": ["sms:manage\u0000"]}),
+    (KEYS, {"name": "k", "validTo": "2027-01-01T00:00:00\u0000Z"}),
+    (CLIENTS, {"name": "c", "scopes": ["sms:manage"], "audiences": ["https://a\u0000b"]}),
+    (CLIENTS, {"name": "c", "scopes": ["sms:manage"], "audiences": ["urn:x:\u0000"]}),
+    (CLIENTS, {"name": "c", "scopes": ["sms:manage"], "authMethod": "private_key_jwt",
+               "jwks": {"keys": [{"kty": "EC", "kid": "\u0000", "crv": "P-256", "x": "\u0000",
+                                  "y": "\u0000"}]}}),
+])
+def test_nul_characters_are_400(admin, path, body):
+    assert validation_errors(admin.post(path, body))
+
+
+def test_nul_characters_in_filters_are_400(admin):
+    for query in ("actor=a%00", "objectId=%00", "objectType=x%00"):
+        assert validation_errors(admin.get(f"{AUDIT}?{query}"))
+
+
+@pytest.mark.parametrize("value", ["2027-01-01T00:00:00Z\n", "20270101T000000Z",
+                                   "2027-01-01T00:00Z", "2027-01-01", "2027-W01-1T00:00:00Z",
+                                   "2027-01-01T00:00:00+0100", "２０２７-01-01T00:00:00Z"])
+def test_timestamps_must_be_rfc3339(admin, value):
+    assert list(validation_errors(admin.post(KEYS, {"name": "k", "validTo": value}))) == [
+        "validTo"]
+    assert list(validation_errors(admin.get(AUDIT, query_string={"from": value}))) == ["from"]
+
+
+def test_size_with_trailing_newline_is_400(admin):
+    assert list(validation_errors(admin.get(KEYS, query_string={"size": "5\n"}))) == ["size"]
+
+
+# -- RL1: database unreachable ---------------------------------------------------------------
+
+def test_RL1_database_down_is_503_in_the_envelope(tmp_path):
+    from conftest import ENCRYPTION_KEY, ISSUER
+
+    import authserver
+
+    down = authserver.create_app(
+        {"TESTING": True,
+         "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/none",
+         "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}},
+         "ISSUER": ISSUER, "ENCRYPTION_KEY": ENCRYPTION_KEY, "SECRET_KEY": "test"},
+        instance_path=str(tmp_path / "down"))
+    token = ("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiYXQrand0In0."
+             "eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS50ZXN0IiwianRpIjoiajEifQ.c2lnbmF0dXJl")
+    try:
+        for method, path in ROUTES:
+            response = down.test_client().open(path, method=method, json={"name": "k"},
+                                               headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 503, (method, path)
+            exception = response.get_json()["requestError"]["serviceException"]
+            assert exception["messageId"] == "SERVICE_UNAVAILABLE"
+            assert int(response.headers["Retry-After"]) > 0
+            assert "127.0.0.1" not in response.get_data(as_text=True)
+    finally:
+        with down.app_context():
+            db.engine.dispose()

@@ -238,7 +238,7 @@ def test_clients_rotate_secret_with_grace(app, client, clock, runner):
     assert token_response(client, created["client_id"], new).status_code == 200
 
 
-@pytest.mark.parametrize(("args", "field"), [
+CREATE_VALIDATION_ERRORS = [
     (["--name", "", "--scope", "message:send"], "name"),
     (["--name", "   ", "--scope", "message:send"], "name"),
     (["--name", "bell\x07", "--scope", "message:send"], "name"),
@@ -254,13 +254,18 @@ def test_clients_rotate_secret_with_grace(app, client, clock, runner):
     (["--name", "svc", "--scope", "message:send", "--audience", "not a uri"], "audiences"),
     (["--name", "svc", "--scope", "message:send", "--audience", "ftp://x.example"], "audiences"),
     (["--name", "svc", "--scope", "message:send", "--auth-method", "private_key_jwt"], "jwks"),
-])
-def test_clients_create_validation_errors(app, runner, args, field):
+]
+
+
+def test_clients_create_validation_errors(app, runner, subtests):
+    """Exit status 1, a message naming the field on stderr, nothing on stdout or in the DB."""
     before = table_counts(app)
-    result = invoke(runner, "clients", "create", *args, "--json")
-    assert result.exit_code == 1, result.output
-    assert f"error: {field}:" in result.stderr
-    assert result.stdout == ""
+    for args, field in CREATE_VALIDATION_ERRORS:
+        with subtests.test(args=args):
+            result = invoke(runner, "clients", "create", *args, "--json")
+            assert result.exit_code == 1, result.output
+            assert f"error: {field}:" in result.stderr
+            assert result.stdout == ""
     assert table_counts(app) == before
 
 
@@ -289,19 +294,22 @@ def test_clients_create_jwks_for_a_secret_client(app, runner, tmp_path):
     assert table_counts(app) == before
 
 
-@pytest.mark.parametrize("args", [
+USAGE_ERRORS = [
     ["clients", "create", "--name", "svc", "--scope", "message:send", "--client-id", "mine"],
     ["clients", "create", "--name", "svc", "--scope", "message:send", "--auth-method", "none"],
     ["clients", "create", "--name", "svc", "--scope", "message:send", "--token-ttl", "1h"],
     ["clients", "create", "--scope", "message:send"],
     ["signing-keys", "rotate", "--alg", "HS256"],
     ["init", "--alg", "none"],
-])
-def test_usage_errors_write_nothing(app, runner, args):
+]
+
+
+def test_usage_errors_write_nothing(app, runner, subtests):
     """Options Click refuses (TE21: no client-chosen client_id) exit 2 and write nothing."""
     before = table_counts(app)
-    result = invoke(runner, *args)
-    assert result.exit_code == 2, result.output
+    for args in USAGE_ERRORS:
+        with subtests.test(args=args):
+            assert invoke(runner, *args).exit_code == 2
     assert table_counts(app) == before
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 import jwt
@@ -21,6 +23,7 @@ from credential_actions import (
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authserver import api_keys
+from authserver import clients as client_service
 from authserver.db import db
 from authserver.keys import active_signing_key
 from authserver.models import ApiKey
@@ -107,11 +110,9 @@ def test_two_client_authentication_methods_are_refused(client, rs, service, mint
 
 
 def test_disabled_resource_server_cannot_introspect(app, client, rs, service, mint):
-    from authserver import clients
-
     token = mint(service)
     with app.app_context():
-        clients.disable_client(rs.client_id, actor="test")
+        client_service.disable_client(rs.client_id, actor="test")
     assert_clean_error(introspect(client, token, rs.auth), 401, "invalid_client")
 
 
@@ -213,9 +214,6 @@ def _hmac_with_public_key(token: str) -> str:
     head, payload, _ = token.split(".")
     header = json.loads(b64url_decode(head))
     header["alg"] = "HS256"
-    import hashlib
-    import hmac
-
     signing_input = f"{b64url(json.dumps(header).encode())}.{payload}"
     mac = hmac.new(b"public-key-as-secret", signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64url(mac)}"

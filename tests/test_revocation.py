@@ -13,6 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from conftest import basic_auth
+from cryptography.hazmat.primitives.asymmetric import rsa
 from credential_actions import (
     INACTIVE,
     Caller,
@@ -117,6 +118,22 @@ def test_invalid_tokens_get_200(app, client, alice, token):
     assert response.status_code == 200
     assert response.get_json() == {}
     assert response.headers["Cache-Control"] == "no-store"
+    assert row_count(app, "revoked_tokens") == 0
+
+
+def test_forged_token_naming_anothers_jti_revokes_nothing(app, client, rs, alice, bob, mint):
+    """Bob cannot kill Alice's token by sending an unsigned or self-signed copy of its jti."""
+    token = mint(alice)
+    forged_claims = {**claims_of(token), "sub": bob.client_id, "client_id": bob.client_id}
+    header = jwt.get_unverified_header(token)
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forgeries = [
+        jwt.encode(forged_claims, foreign, algorithm="RS256", headers=header),
+        jwt.encode(forged_claims, None, algorithm="none", headers={"typ": "at+jwt"}),
+    ]
+    for forged in forgeries:
+        assert revoke(client, forged, bob.auth).status_code == 200
+    assert is_active(client, token, rs.auth)
     assert row_count(app, "revoked_tokens") == 0
 
 

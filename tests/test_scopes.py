@@ -324,8 +324,14 @@ def test_operator_file_adds_scopes(app, clock):
     "scopes = [1, 2]\n",
     b"[[scopes]]\nname = 'acme:read'\ncategory = 'Platform'\ndescription = '\xff'\n",  # not UTF-8
 ])
-def test_malformed_operator_file_fails_loudly(app, clock, text):
-    """create_app refuses the file with a ScopeError naming it (no half-loaded catalogue)."""
+def test_malformed_operator_file_fails_loudly(tmp_path, text):
+    """create_app refuses the file with a ScopeError naming it (no half-loaded catalogue).
+
+    No database is involved, so this runs once rather than per backend.
+    """
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    (tmp_path / "scopes.toml").write_bytes(data)
     with pytest.raises(ScopeError) as caught:
-        _app_with_instance_file(app, clock, text)
-    assert app.config["SCOPES_FILE"] in str(caught.value)
+        create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"},
+                   instance_path=str(tmp_path))
+    assert str(tmp_path / "scopes.toml") in str(caught.value)

@@ -33,11 +33,11 @@ from ..scopes import current_catalogue, parse_scope
 bp = Blueprint("admin_api", __name__)
 
 KEY_CREATE = {"name": Field("string", required=True), "scopeGuids": Field("string-list"),
-              "allowedIPs": Field("string-list"), "validFrom": Field("string"),
-              "validTo": Field("string")}
+              "allowedIPs": Field("string-list"), "validFrom": Field("timestamp"),
+              "validTo": Field("timestamp")}
 KEY_UPDATE = {"name": Field("string"), "scopeGuids": Field("string-list"),
-              "allowedIPs": Field("string-list"), "validFrom": Field("string"),
-              "validTo": Field("string"), "enabled": Field("boolean")}
+              "allowedIPs": Field("string-list"), "validFrom": Field("timestamp"),
+              "validTo": Field("timestamp"), "enabled": Field("boolean")}
 CLIENT_CREATE = {"name": Field("string", required=True),
                  "scopes": Field("string-list", required=True),
                  "tokenTtl": Field("integer", nullable=True), "audiences": Field("string-list"),
@@ -235,7 +235,7 @@ def list_scopes():
 @bp.get("/audit/1/logs")
 @require_admin(AUDIT_SCOPE, MANAGE_SCOPE)
 def list_audit_logs():
-    """Audit events, newest first; filters ``from``/``to``, ``actor``, ``objectId``, ``objectType``."""
+    """Audit events, newest first; filters from/to, actor, objectId and objectType."""
     args = query_args({"from", "to", "actor", "objectId", "objectType", "page", "size"})
     paging = parse_paging(args)
     rows, total = audit.query_events(
