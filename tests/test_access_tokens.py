@@ -46,7 +46,7 @@ def key_states(app) -> dict[str, str]:
         return {key.kid: key.state for key in keys.list_signing_keys()}
 
 
-def rotate(app, alg: str | None = None) -> SigningKey:
+def rotate(app, alg: str | None = None) -> str:
     with app.app_context():
         key = keys.rotate_signing_keys(alg)
         return key.kid
@@ -232,12 +232,13 @@ def test_JW08_private_keys_encrypted_at_rest(app):
             other = next((other_kid for other_kid, _, _ in rows if other_kid != kid), "x")
             with pytest.raises(InvalidTag):
                 keys.decrypt_private_key(other, blob)
+        configured = app.config["ENCRYPTION_KEY"]
         app.config["ENCRYPTION_KEY"] = base64.urlsafe_b64encode(b"w" * 32).decode()
         try:
             with pytest.raises(InvalidTag):
                 keys.decrypt_private_key(rows[0][0], bytes(rows[0][1]))
         finally:
-            app.config["ENCRYPTION_KEY"] = base64.urlsafe_b64encode(b"k" * 32).decode()
+            app.config["ENCRYPTION_KEY"] = configured
 
 
 # --- algorithms ------------------------------------------------------------------------------

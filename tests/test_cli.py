@@ -22,7 +22,7 @@ import authserver.cli
 from authserver import create_app
 from authserver.db import current_revision, db
 from authserver.scopes import current_catalogue
-from conftest import BACKENDS, ENCRYPTION_KEY, PG_ADMIN_DSN, basic_auth
+from conftest import BACKENDS, PG_ADMIN_DSN, basic_auth
 from oauth_support import table_counts
 
 main = authserver.cli.main
@@ -84,7 +84,7 @@ def _dispose(application) -> None:
 
 
 def test_init_on_a_fresh_instance(fresh_database, tmp_path):
-    """First init writes the instance secrets, the schema and two keys; the second changes nothing."""
+    """First init writes instance secrets, schema and two keys; a second init changes nothing."""
     instance = tmp_path / "instance"
     first_app = _fresh_app(fresh_database, instance)
     try:

@@ -198,7 +198,7 @@ def test_TE06_basic_and_body_secret(client, oauth_clients):
 @pytest.mark.parametrize("combination", ["basic+assertion", "secret+assertion"])
 def test_TE06_assertion_and_secret(client, post_client, combination):
     client_id, secret = post_client
-    form = {**GRANT, "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    form = {**GRANT, "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}
     headers = {}
     if combination == "basic+assertion":
