@@ -22,7 +22,7 @@ def create_app(test_config: dict | None = None, *, instance_path: str | None = N
     os.makedirs(app.instance_path, exist_ok=True)
 
     from . import errors, limits, oauth2, observability, scopes
-    from .db import db
+    from . import db
     from .views import oauth, well_known
 
     db.init_app(app)

@@ -337,18 +337,23 @@ def signing_keys_list(as_json):
         click.echo(json.dumps(data, indent=2))
         return
     for row in data:
+        since = f" signs from {row['signs_from']}" if row["signs_from"] else ""
         until = f" published until {row['publish_until']}" if row["publish_until"] else ""
-        click.echo(f"{row['kid']}  {row['alg']:<6} {row['state']:<8} created {row['created_at']}{until}")
+        click.echo(f"{row['kid']}  {row['alg']:<6} {row['state']:<8} "
+                   f"created {row['created_at']}{since}{until}")
 
 
 @signing_keys_group.command("rotate")
 @click.option("--alg", type=click.Choice(keys.ALGORITHMS), default=None,
               help="Algorithm of the newly published next key.")
+@click.option("--now", "immediately", is_flag=True,
+              help="Sign with the next key at once (key compromise), without waiting "
+                   "SIGNING_KEY_PUBLISH_DELAY for resource servers to have fetched it.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def signing_keys_rotate(alg, as_json):
-    """Start signing with the published next key; retire the current one; publish a new next."""
+def signing_keys_rotate(alg, immediately, as_json):
+    """Schedule the published next key to sign, retire the current one, publish a new next."""
     try:
-        key = keys.rotate_signing_keys(alg)
+        key = keys.rotate_signing_keys(alg, immediately=immediately)
     except keys.KeyConfigurationError as exc:
         fail(exc)
     emit(keys.describe(key), as_json)

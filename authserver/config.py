@@ -42,6 +42,10 @@ SESSION_COOKIE_SECURE = False
 SIGNING_ALG = "RS256"
 #: RSA modulus size for RS256 keys (>= 2048).
 RSA_KEY_SIZE = 2048
+#: A rotation lets the next key sign only once it has been in the JWKS this long, so
+#: resource servers that refetch on an unknown kid (at most every 10 s for our guard)
+#: already hold it. Set it to your resource servers' JWKS cache time if they never refetch.
+SIGNING_KEY_PUBLISH_DELAY = 60
 #: How long a process keeps using the signing key it looked up before asking the
 #: database again. Harmless after a rotation: the previous key stays published.
 SIGNING_KEY_CACHE_SECONDS = 5.0

@@ -51,6 +51,24 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.replace(tzinfo=timezone.utc)
 
 
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    """SQLite as a multi-process store: WAL (readers never block the writer) and a busy
+    timeout, so concurrent gunicorn workers wait for the lock instead of failing."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def init_app(app) -> None:
+    """Bind the database to the app (and tune SQLite connections)."""
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sa.event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
 def alembic_config() -> Config:
     """An Alembic config bound to the current app's database."""
     config = Config()

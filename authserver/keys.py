@@ -1,9 +1,13 @@
 """Signing keys: created in the database, encrypted at rest, rotated, published as a JWKS.
 
 Rotation keeps one ``next`` key published ahead of use, so resource servers already hold
-the public key when it starts signing (publish-before-sign, SECURITY.md JW03). A retired
-key stays published until the last token it signed has expired (JW04). Private keys are
-parsed once per process and cached by ``kid`` (parsing a PEM per token is ~100x slower).
+the public key when it starts signing (publish-before-sign, SECURITY.md JW03): a rotation
+schedules the next key to sign once it has been published for SIGNING_KEY_PUBLISH_DELAY
+seconds, and the current key signs until then. A retired key stays published until the
+last token it signed has expired (JW04). Which key signs is decided by time
+(``activated_at <= now < retired_at``), so every process agrees without coordination.
+Private keys are parsed once per process and cached by ``kid`` (parsing a PEM per token
+is ~100x slower).
 """
 
 from __future__ import annotations
@@ -141,23 +145,32 @@ def ensure_signing_keys(alg: str | None = None) -> bool:
     return True
 
 
-def rotate_signing_keys(alg: str | None = None) -> SigningKey:
-    """Promote the published ``next`` key to active, retire the old one, publish a new next.
+def rotate_signing_keys(alg: str | None = None, immediately: bool = False) -> SigningKey:
+    """Schedule the published ``next`` key to sign, retire the current one, publish a new next.
 
-    Returns the newly active key. Concurrent rotations are serialised, so there is always
-    exactly one active key.
+    The next key signs from ``created_at + SIGNING_KEY_PUBLISH_DELAY`` (or now, if it has
+    been published that long); until then the current key keeps signing. ``immediately``
+    skips the wait (key compromise): resource servers that have not refetched the JWKS
+    refuse new tokens until they do. Returns the newly scheduled key. Concurrent rotations
+    are serialised, so exactly one key is in state ``active``.
     """
     _lock_keys()
     now = utcnow()
+    delay = timedelta(seconds=0 if immediately
+                      else current_app.config["SIGNING_KEY_PUBLISH_DELAY"])
     keys = db.session.scalars(sa.select(SigningKey).where(SigningKey.state.in_((NEXT, ACTIVE)))
                               .order_by(SigningKey.created_at)).all()
     upcoming = next((key for key in keys if key.state == NEXT), None)
-    for key in keys:
-        if key.state == ACTIVE:
-            key.state, key.retired_at, key.publish_until = RETIRED, now, now + retention()
     if upcoming is None:
         upcoming = create_signing_key(alg, state=NEXT)
-    upcoming.state, upcoming.activated_at = ACTIVE, now
+    starts = max(now, upcoming.created_at + delay)
+    for key in keys:
+        if key.state == ACTIVE:
+            key.state = RETIRED
+            if key.retired_at is None or key.retired_at > starts:
+                key.retired_at = starts
+            key.publish_until = key.retired_at + retention()
+    upcoming.state, upcoming.activated_at = ACTIVE, starts
     create_signing_key(alg, state=NEXT)
     db.session.commit()
     _active_cache().clear()
@@ -202,10 +215,14 @@ class _ActiveKeyCache:
             active = self._active
         if active is not None and time.monotonic() - active[1] < ttl and active[0] in self._parsed:
             return self._parsed[active[0]]
-        row = db.session.scalar(sa.select(SigningKey).where(SigningKey.state == ACTIVE)
-                                .order_by(SigningKey.activated_at.desc()).limit(1))
+        now = utcnow()
+        row = db.session.scalar(
+            sa.select(SigningKey)
+            .where(SigningKey.activated_at <= now,
+                   sa.or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now))
+            .order_by(SigningKey.activated_at.desc()).limit(1))
         if row is None:
-            raise KeyConfigurationError("no active signing key: run `authserver init`")
+            raise KeyConfigurationError("no signing key in force: run `authserver init`")
         loaded = self._parsed.get(row.kid)
         if loaded is None:
             pem = decrypt_private_key(row.kid, row.private_key_encrypted)
@@ -231,5 +248,5 @@ def describe(key: SigningKey) -> dict:
     from .clock import isoformat
 
     return {"kid": key.kid, "alg": key.alg, "state": key.state,
-            "created_at": isoformat(key.created_at), "activated_at": isoformat(key.activated_at),
+            "created_at": isoformat(key.created_at), "signs_from": isoformat(key.activated_at),
             "retired_at": isoformat(key.retired_at), "publish_until": isoformat(key.publish_until)}

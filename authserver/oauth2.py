@@ -8,7 +8,8 @@ unknown client from a wrong secret in its error descriptions.
 
 from __future__ import annotations
 
-import binascii
+import base64
+from urllib.parse import unquote_plus
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
@@ -19,7 +20,6 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidScopeError,
     OAuth2Error,
 )
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask, current_app
 from flask import request as flask_request
 
@@ -86,6 +86,11 @@ def validate_form_request() -> None:
     http = flask_request
     if http.mimetype != FORM_MIMETYPE:
         raise InvalidRequestError("The request body must be application/x-www-form-urlencoded.")
+    # Werkzeug drops a form that is not UTF-8 silently; say what is wrong instead.
+    try:
+        http.get_data(cache=True).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body must be UTF-8.") from None
     # §2.3.1: client credentials MUST NOT be in the URI; these endpoints take no query at all.
     if http.query_string:
         raise InvalidRequestError("Parameters must be sent in the request body, not the URI.")
@@ -109,12 +114,23 @@ def _authenticate_secret(query_client, client_id, client_secret, method):
 
 
 def authenticate_client_secret_basic(query_client, request):
-    """``client_secret_basic``: Basic credentials, form-urlencoded before base64 (§2.3.1)."""
-    try:
-        client_id, client_secret = extract_basic_authorization(request.headers)
-    except (UnicodeDecodeError, binascii.Error, ValueError):
+    """``client_secret_basic``: Basic credentials, form-urlencoded before base64 (§2.3.1).
+
+    Parsed here rather than with Authlib's ``extract_basic_authorization``, which decodes
+    with ``unquote`` and so keeps a ``+`` that Appendix B's encoding turns into a space.
+    """
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
         return None
-    return _authenticate_secret(query_client, client_id, client_secret, "client_secret_basic")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, separator, client_secret = decoded.partition(":")
+    if not separator:
+        return None
+    return _authenticate_secret(query_client, unquote_plus(client_id),
+                                unquote_plus(client_secret), "client_secret_basic")
 
 
 def authenticate_client_secret_post(query_client, request):

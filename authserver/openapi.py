@@ -259,7 +259,8 @@ def _paths() -> dict:
         },
         "/settings/2/api-keys/{apiKeyId}": {
             "get": _operation("getApiKey", "Get an API key (no secret)",
-                              (200, "The key.", "ApiKey"), errors=(404,), parameters=[key_id]),
+                              (200, "The key.", "ApiKey"), errors=(400, 404),
+                              parameters=[key_id]),
             "put": _operation("updateApiKey", "Update an API key (enabled=false revokes)",
                               (200, "The updated key.", "ApiKey"),
                               errors=(400, 404, 413, 415, 429), parameters=[key_id],
@@ -276,7 +277,7 @@ def _paths() -> dict:
         },
         "/settings/2/oauth-clients/{clientId}": {
             "get": _operation("getOAuthClient", "Get an OAuth client (no secret)",
-                              (200, "The client.", "OAuthClient"), errors=(404,),
+                              (200, "The client.", "OAuthClient"), errors=(400, 404),
                               parameters=[client_id]),
             "put": _operation("updateOAuthClient", "Update an OAuth client",
                               (200, "The updated client.", "OAuthClient"),

@@ -97,6 +97,15 @@ def median_result(runs: list[dict], cores: int) -> dict:
     return summary
 
 
+def same_round(runs: list[dict], reference: list[dict]) -> list[tuple[dict, dict]]:
+    """Pairs of measurements of two cases taken in the same round of the same run."""
+    def tag(index: int, run: dict) -> tuple:
+        return run.get("source", ""), run.get("round", index)
+
+    by_tag = {tag(i, run): run for i, run in enumerate(reference)}
+    return [(run, by_tag[tag(i, run)]) for i, run in enumerate(runs) if tag(i, run) in by_tag]
+
+
 def ratios(cases: dict) -> dict:
     """Each case with a reference: the median over rounds of rps / reference rps."""
     out = {}
@@ -104,7 +113,8 @@ def ratios(cases: dict) -> dict:
         reference = cases.get(case["reference"] or "")
         if not reference:
             continue
-        pairs = [(a["rps"], b["rps"]) for a, b in zip(case["runs"], reference["runs"]) if b["rps"]]
+        pairs = [(a["rps"], b["rps"]) for a, b in same_round(case["runs"], reference["runs"])
+                 if b["rps"]]
         if pairs:
             out[name] = statistics.median(a / b for a, b in pairs)
     return out
@@ -116,8 +126,8 @@ def goal_results(cases: dict, ratio: dict) -> list[dict]:
     for goal in GOALS:
         if goal.case not in cases or (goal.reference and goal.reference not in cases):
             continue
-        pairs = list(zip(cases[goal.case]["runs"], cases[goal.reference]["runs"])
-                     if goal.reference else [])
+        pairs = (same_round(cases[goal.case]["runs"], cases[goal.reference]["runs"])
+                 if goal.reference else [])
         if goal.metric == "ratio":
             value = statistics.median(a["rps"] / b["rps"] for a, b in pairs if b["rps"])
         elif goal.metric == "cpu_ratio":
@@ -129,6 +139,35 @@ def goal_results(cases: dict, ratio: dict) -> list[dict]:
         results.append({"goal": goal.text, "case": goal.case, "value": round(value, 3),
                         "limit": goal.limit, "met": met})
     return results
+
+
+def summarise(cases: dict, cores: int) -> dict:
+    """Medians per case, ratios and goals from cases holding their ``runs``."""
+    for case in cases.values():
+        case["median"] = median_result(case["runs"], cores)
+    ratio = ratios(cases)
+    return {"cases": cases, "ratios": ratio, "goals": goal_results(cases, ratio)}
+
+
+def merge(paths: list[Path]) -> dict:
+    """Several runs' JSON files as one run: every case's rounds pooled, medians recomputed."""
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    cases: dict = {}
+    for one in reports:
+        for name, case in one["cases"].items():
+            pooled = cases.setdefault(name, {"label": case["label"],
+                                             "reference": case["reference"], "runs": []})
+            pooled["runs"].extend(dict(run, source=one["started"]) for run in case["runs"])
+    first, last = reports[0], reports[-1]
+    machine_info = dict(first["machine"], loadavg_end=last["machine"].get("loadavg_end", 0.0))
+    config = dict(first["config"], repeat=sum(r["config"]["repeat"] for r in reports),
+                  command=" ; ".join(r["config"]["command"] for r in reports),
+                  merged=[path.name for path in paths])
+    notes = {}
+    for one in reports:
+        notes.update(one.get("notes", {}))
+    return {"started": first["started"], "machine": machine_info, "config": config,
+            "notes": notes, **summarise(cases, machine_info["nproc"]), "profiles": {}}
 
 
 def _row(name: str, case: dict, ratio: dict) -> list[str]:
@@ -168,13 +207,15 @@ def markdown(report: dict) -> str:
     """The generated section of docs/benchmarks.md."""
     m, c = report["machine"], report["config"]
     lines = [
-        f"Run of {report['started']} UTC: `{c['command']}`",
+        (f"Runs from {report['started']} UTC, merged ({len(c['merged'])} runs): `{c['command']}`"
+         if c.get("merged") else f"Run of {report['started']} UTC: `{c['command']}`"),
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Python {m['python']}, "
         f"Linux {m['kernel']}; load average {m['loadavg_start']:.2f} at the start, "
         f"{m.get('loadavg_end', 0):.2f} at the end (the machine is shared).",
         f"Load: {c['loadgen']}, {c['connections']} connections, {c['duration']} s per case "
-        f"after {c['warmup']} s warm-up, {c['repeat']} interleaved rounds; medians over rounds. "
+        f"after {c['warmup']} s warm-up, {c['repeat']} interleaved rounds in all; "
+        "medians over rounds. "
         f"Database of the main cases: {c['database']}"
         + (f"; PostgreSQL {report['notes']['postgresql']}" if "postgresql" in report["notes"]
            else "") + ".",

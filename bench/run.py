@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rewrite the results section of docs/benchmarks.md")
     parser.add_argument("--authserver-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the authorization servers (repeatable)")
+    parser.add_argument("--merge", nargs="+", metavar="RESULT_JSON",
+                        help="measure nothing: pool the rounds of earlier runs' JSON files, "
+                             "print (and with --markdown record) their medians")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (instance folders, server logs)")
     return parser.parse_args(argv)
@@ -161,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         for round_index in range(args.repeat):
             for case in cases:
                 result = measure(load, case, args)
+                result["round"] = round_index
                 runs[case.name].append(result)
                 print(f"  round {round_index + 1}  {case.name:<24} {result['rps']:8,.0f} req/s"
                       f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
@@ -172,12 +176,9 @@ def run(args: argparse.Namespace) -> int:
                       + (f"  errors {result['errors']}" if result["errors"] else ""),
                       flush=True)
         info["loadavg_end"] = os.getloadavg()[0]
-        by_name = {case.name: {"label": case.label, "reference": case.reference,
-                               "runs": runs[case.name],
-                               "median": report.median_result(runs[case.name], info["nproc"])}
-                   for case in cases}
-        ratio = report.ratios(by_name)
-        goals = report.goal_results(by_name, ratio)
+        cases_out = report.summarise(
+            {case.name: {"label": case.label, "reference": case.reference,
+                         "runs": runs[case.name]} for case in cases}, info["nproc"])
         profiles = {}
         if args.profile:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -196,9 +197,7 @@ def run(args: argparse.Namespace) -> int:
                        "repeat": args.repeat, "database": args.database,
                        "scale": args.scale, "workers_per_server": 2},
             "notes": env.notes,
-            "cases": by_name,
-            "ratios": ratio,
-            "goals": goals,
+            **cases_out,
             "profiles": profiles,
         }
     finally:
@@ -207,19 +206,25 @@ def run(args: argparse.Namespace) -> int:
             _remove_tree(tmp)
         else:
             print(f"kept {tmp}")
+    finish(result, args, save=True)
+    return 0
+
+
+def finish(result: dict, args: argparse.Namespace, save: bool) -> None:
+    """Print the table and the goals; save the JSON; update the docs if asked."""
     print()
-    print(report.table(by_name, ratio))
+    print(report.table(result["cases"], result["ratios"]))
     print()
     print("goals:")
-    print(report.goals_text(goals))
-    for name, path in profiles.items():
+    print(report.goals_text(result["goals"]))
+    for name, path in result.get("profiles", {}).items():
         print(f"\nprofile of {name}: {path}")
-    path = report.save(RESULTS_DIR, result)
-    print(f"\nresults: {path.relative_to(ROOT)}")
+    if save:
+        path = report.save(RESULTS_DIR, result)
+        print(f"\nresults: {path.relative_to(ROOT)}")
     if args.markdown:
         report.update_docs(DOCS, report.markdown(result))
         print(f"updated {DOCS.relative_to(ROOT)}")
-    return 0
 
 
 def _remove_tree(path: Path) -> None:
@@ -233,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C: servers stopped, databases dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.merge:
+            finish(report.merge([Path(name) for name in args.merge]), args, save=False)
+            return 0
         return run(args)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)

@@ -57,8 +57,7 @@ def console_script(name: str) -> str:
 
 def _clean_environment() -> dict:
     env = dict(os.environ)
-    # Each server gets its own fresh metrics directory from serving.run.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each Server sets its own
     for name in list(env):
         if name.startswith(("AUTHSERVER_", "RESOURCE_DEMO_")):
             del env[name]
@@ -173,6 +172,10 @@ class Server:
         self.base_url = f"http://{HOST}:{port}"
         self.log_path = log_dir / f"{label}.log"
         self._log = self.log_path.open("wb")
+        # A fresh metrics folder inside the run's temporary folder (removed with it).
+        metrics = log_dir.parent / "metrics" / label
+        metrics.mkdir(parents=True)
+        env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics))
         self.process = subprocess.Popen(command, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready(ready_path)

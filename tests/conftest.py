@@ -37,7 +37,7 @@ class Clock:
     """A settable UTC clock for the app's CLOCK hook (starts at the real time)."""
 
     def __init__(self):
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(timezone.utc)
 
     def __call__(self) -> datetime:
         return self.now
@@ -73,8 +73,10 @@ def database_urls(tmp_path_factory):
 def _make_app(url: str, instance_path, **overrides):
     config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ISSUER": ISSUER,
               "ENCRYPTION_KEY": ENCRYPTION_KEY, "SECRET_KEY": "test-secret-key"}
-    # Rate limits are off unless a test turns one on (tests/test_rate_limits.py does).
+    # Rate limits are off unless a test turns one on (tests/test_rate_limits.py does), and a
+    # rotation takes effect at once unless a test sets a publish delay (JW03 tests do).
     config.update({name: "" for name in RATE_LIMIT_SETTINGS})
+    config["SIGNING_KEY_PUBLISH_DELAY"] = 0
     config.update(overrides)
     return create_app(config, instance_path=str(instance_path))
 

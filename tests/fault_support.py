@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -169,6 +170,17 @@ def token(url: str, client_id: str, secret: str, timeout: float = 10) -> request
                          auth=(client_id, secret), timeout=timeout)
 
 
+def bearer(value: str) -> dict:
+    """An Authorization header carrying a bearer token."""
+    return {"Authorization": f"Bearer {value}"}
+
+
+def parallel(function, items, threads: int) -> list:
+    """``function`` over ``items`` in ``threads`` threads; the results in order."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(function, items))
+
+
 def post_form(url: str, path: str, form: dict, auth: tuple[str, str],
               timeout: float = 10) -> requests.Response:
     """POST a form to a protocol endpoint with Basic auth."""
@@ -292,3 +304,17 @@ class Deployment:
         with self.app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+class Blackhole:
+    """A port that accepts TCP connections into its backlog and never answers: a database
+    that is hung rather than refusing."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()

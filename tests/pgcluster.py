@@ -137,11 +137,14 @@ class PrivateCluster:
         """The SQLAlchemy URL of ``dbname`` on this cluster."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def connections(self, dbname: str) -> int:
-        """Client connections to ``dbname`` right now (pg_stat_activity), ours excluded."""
+    def connections(self, dbname: str, excluding_application: str = "") -> int:
+        """Client connections to ``dbname`` right now (pg_stat_activity), leaving out those
+        whose application_name is ``excluding_application`` (when given)."""
         with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
-            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                "AND pid <> pg_backend_pid()", (dbname,)).fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+                "(%s = '' OR application_name <> %s)",
+                (dbname, excluding_application, excluding_application)).fetchone()[0]
 
     def query(self, dbname: str, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of one statement run in ``dbname`` (for checking invariants after a crash)."""

@@ -827,10 +827,10 @@ def test_AD07_writes_are_rate_limited_per_caller(admin, make_admin):
     assert make_admin().post(KEYS, {"name": "k"}).status_code == 201  # another caller
 
 
-def test_rate_limit_defaults_to_40_a_day(app):
-    from authserver.config import ADMIN_WRITE_RATE_LIMIT
+def test_rate_limit_defaults_to_40_a_day():
+    from authserver import config
 
-    assert ADMIN_WRITE_RATE_LIMIT == "40/day"
+    assert (config.ADMIN_WRITE_RATE_LIMIT, config.MAX_API_KEY_VALIDITY_DAYS) == ("40/day", 730)
 
 
 # -- RL5: concurrent creates over real HTTP --------------------------------------------------
@@ -932,3 +932,17 @@ def test_RL1_database_down_is_503_in_the_envelope(tmp_path):
     finally:
         with down.app_context():
             db.engine.dispose()
+
+
+def test_unknown_query_parameters_are_400_everywhere(admin):
+    key = admin.create_key()
+    client = admin.post(CLIENTS, {"name": "c", "scopes": ["sms:manage"]}).get_json()
+    for method, path in [("GET", f"{KEYS}/{key['id']}"), ("PUT", f"{KEYS}/{key['id']}"),
+                         ("POST", KEYS), ("POST", CLIENTS), ("GET", "/settings/2/scopes"),
+                         ("GET", f"{CLIENTS}/{client['clientId']}"),
+                         ("PUT", f"{CLIENTS}/{client['clientId']}"),
+                         ("POST", f"{CLIENTS}/{client['clientId']}/rotate-secret")]:
+        response = admin.http.open(f"{path}?owner_id=1", method=method, json={"name": "x"},
+                                   headers=admin.headers)
+        assert validation_errors(response) == {"owner_id": ["unknown query parameter"]}
+    assert admin.get(f"{KEYS}/{key['id']}").get_json()["name"] == "key"

@@ -12,30 +12,28 @@ long ones (60 s per load level, more crash rounds). Each test leaves its numbers
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
 import requests
 from conftest import BACKENDS, LiveServer, _empty_tables, _make_app
+from crash_support import CrashRound, check_after_crash
 from fault_support import (
     RESILIENT_ENGINE,
-    TEST_APPLICATION,
-    DemoServer,
+    Blackhole,
     Deployment,
     Server,
+    bearer,
     cli,
     load,
+    parallel,
     post_form,
     rss_kib,
     send_sms,
@@ -44,10 +42,14 @@ from fault_support import (
     wait_until,
 )
 from guard_support import running
+from load_support import LoadStack, RotationLoad
 from pgcluster import PrivateCluster, postgres_bindir
 from serverproc import free_port
 
+from authserver import clients as client_service
+from authserver.clients import get_client
 from authserver.db import db
+from authserver.tokens import encode_access_token
 from resource_demo.app import create_app as create_demo_app
 from resource_demo.jwks import JWKSCache
 
@@ -99,10 +101,6 @@ def issuer_deployment(cluster, tmp_path) -> tuple[Deployment, int]:
     (a guard discovers the metadata at its issuer)."""
     port = free_port()
     return Deployment(cluster, tmp_path, f"http://127.0.0.1:{port}"), port
-
-
-def bearer(value: str) -> dict:
-    return {"Authorization": f"Bearer {value}"}
 
 
 # --- RL1: the database goes away ---------------------------------------------------------------
@@ -218,20 +216,6 @@ def test_RL1_RS18_authorization_server_down_guard_keeps_verifying_jwts(cluster, 
             observed="guard: JWT 200 x5 from cached keys; API key 503 + Retry-After")
 
 
-class Blackhole:
-    """A port that accepts TCP connections into its backlog and never answers: a database
-    that is hung rather than refusing."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def timed_token_request(url: str, seconds: float) -> tuple[requests.Response | None, float]:
     """A token request with a client timeout of ``seconds``; (answer or None, elapsed)."""
     started = time.monotonic()
@@ -328,44 +312,6 @@ def test_RL1_frozen_database_with_pooled_connection_answered_in_time(deployment,
 
 # --- RL2: signing-key rotation under load ------------------------------------------------------
 
-class RotationLoad:
-    """Threads minting tokens at two servers and presenting each new token and the oldest
-    token they minted to the guard; every answer that is not 200 is a refused valid token."""
-
-    def __init__(self, servers: list[Server], demo_url: str, client: tuple[str, str]):
-        self.servers = servers
-        self.demo_url = demo_url
-        self.client = client
-        self.lock = threading.Lock()
-        self.first_success: float | None = None
-        self.refused: list[tuple[int, str]] = []
-        self.statuses: Counter = Counter()
-        self.kids: Counter = Counter()
-        self.oldest: dict[int, str] = {}
-        self.turn = 0
-
-    def step(self, worker: int) -> None:
-        with self.lock:
-            self.turn += 1
-            server = self.servers[self.turn % len(self.servers)]
-        minted = token(server.url, *self.client)
-        assert minted.status_code == 200, minted.text
-        access_token = minted.json()["access_token"]
-        kid = jwt.get_unverified_header(access_token)["kid"]
-        self.oldest.setdefault(worker, access_token)
-        for presented in (access_token, self.oldest[worker]):
-            answer = send_sms(self.demo_url, "Bearer", presented)
-            with self.lock:
-                self.statuses[answer.status_code] += 1
-                if answer.status_code != 200:
-                    self.refused.append((answer.status_code,
-                                         jwt.get_unverified_header(presented)["kid"]))
-                elif self.first_success is None:
-                    self.first_success = time.monotonic()
-        with self.lock:
-            self.kids[kid] += 1
-
-
 def run_rotations(deployment: Deployment, port: int, offsets: list[float], tail: float,
                   tmp_path) -> tuple[RotationLoad, list[str], list[str]]:
     """Two servers, a guard, load, and one rotation at each offset after the guard's first
@@ -446,9 +392,7 @@ class SkewedUTC:
     def __init__(self):
         self.offset = 0.0
 
-    def __call__(self):
-        from datetime import datetime, timedelta, timezone
-
+    def __call__(self) -> datetime:
         return datetime.now(timezone.utc) + timedelta(seconds=self.offset)
 
 
@@ -465,8 +409,6 @@ def skew_server(request, database_urls, tmp_path_factory):
     server.clock, server.backend = clock, request.param
     server.clients = {}
     for ttl in (None, 60):
-        from authserver import clients as client_service
-
         with application.app_context():
             record, secret = client_service.create_client(name="skew", scope="message:send",
                                                           actor="test", token_ttl=ttl)
@@ -523,11 +465,6 @@ def test_RL4_clock_skew_within_leeway_accepted_beyond_refused(skew_server, caplo
 
 
 # --- RL5: concurrent creation and revocation ---------------------------------------------------
-
-def parallel(function, items, threads: int) -> list:
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(function, items))
-
 
 def test_RL5_parallel_creation_gives_distinct_keys_and_clients(deployment, request):
     """100 parallel API-key creations and 100 parallel client registrations through the admin
@@ -630,172 +567,12 @@ def test_RL5_parallel_revocation_of_one_token_and_one_key(deployment, request):
 
 # --- RL6: kill -9 in the middle of writes ------------------------------------------------------
 
-ROTATOR = """
-from authserver import create_app
-from authserver.keys import rotate_signing_keys
-
-app = create_app()
-with app.app_context():
-    while True:
-        print(rotate_signing_keys().kid, flush=True)
-"""
-
-
-class CrashRound:
-    """One round: writers against a single-worker server and a rotating process, kill -9 of
-    all of them at a random moment; records what each writer saw acknowledged."""
-
-    def __init__(self, deployment: Deployment, server: Server, admin_token: str,
-                 revocable: list[tuple[str, str]], owner: tuple[str, str],
-                 minter: tuple[str, str]):
-        self.deployment = deployment
-        self.server = server
-        self.admin_token = admin_token
-        self.revocable = revocable
-        self.owner = owner
-        self.minter = minter
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.keys: list[tuple[str, str]] = []  # (id, secret) acknowledged with 201
-        self.revoked: list[str] = []  # jti acknowledged with 200
-        self.unacknowledged: list[str] = []  # tokens whose revocation got no answer
-        self.kids: set[str] = set()  # kids of tokens handed out
-        self.answers: Counter = Counter()
-
-    def _create(self, worker: int) -> None:
-        index = 0
-        while not self.stop.is_set():
-            index += 1
-            try:
-                answer = requests.post(self.server.url + "/settings/2/api-keys",
-                                       json={"name": f"crash-{worker}-{index}",
-                                             "scopeGuids": ["sms:message:send"]},
-                                       headers=bearer(self.admin_token), timeout=30)
-            except requests.RequestException:
-                return
-            with self.lock:
-                self.answers[answer.status_code] += 1
-                if answer.status_code == 201:
-                    self.keys.append((answer.json()["id"], answer.json()["apiKeySecret"]))
-
-    def _revoke(self, worker: int) -> None:
-        for access_token, jti in self.revocable[worker::3]:
-            if self.stop.is_set():
-                return
-            try:
-                answer = post_form(self.server.url, "/oauth2/revoke", {"token": access_token},
-                                   self.owner, timeout=30)
-            except requests.RequestException:
-                with self.lock:
-                    self.unacknowledged.append(access_token)
-                return
-            with self.lock:
-                self.answers[answer.status_code] += 1
-                if answer.status_code == 200:
-                    self.revoked.append(jti)
-
-    def _mint(self, worker: int) -> None:
-        while not self.stop.is_set():
-            try:
-                answer = token(self.server.url, *self.minter, timeout=30)
-            except requests.RequestException:
-                return
-            with self.lock:
-                self.answers[answer.status_code] += 1
-                if answer.status_code == 200:
-                    self.kids.add(jwt.get_unverified_header(answer.json()["access_token"])
-                                  ["kid"])
-
-    def run(self, delay: float) -> list[str]:
-        """Start the writers; once each has had a write acknowledged, wait ``delay`` seconds
-        and kill -9 the server and the rotating process; return the rotations acknowledged."""
-        rotator = subprocess.Popen([sys.executable, "-c", ROTATOR],
-                                   env=self.deployment.env("rotator"), stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        printed: list[str] = []
-        reader = threading.Thread(target=lambda: printed.extend(iter(rotator.stdout.readline,
-                                                                     "")))
-        reader.start()
-        threads = [threading.Thread(target=target, args=(worker,))
-                   for target in (self._create, self._revoke, self._mint)
-                   for worker in range(3)]
-        try:
-            wait_until(lambda: bool(printed), 60, rotator)
-            for thread in threads:
-                thread.start()
-            wait_until(lambda: self.keys and self.revoked and self.kids, 30)
-            time.sleep(delay)
-        finally:
-            rotator.kill()
-            self.server.kill()
-            self.stop.set()
-            for thread in threads:
-                if thread.is_alive():
-                    thread.join(60)
-            rotator.wait(30)
-            reader.join(30)
-            rotator.stdout.close()
-        # Only whole lines: a kid cut off by the kill was never acknowledged.
-        return [line.strip() for line in printed if line.endswith("\n")]
-
-
-def check_after_crash(deployment: Deployment, server: Server, round_: CrashRound,
-                      rotated: list[str], introspector) -> dict:
-    """The invariants after a restart; returns counts (``lost`` must be 0)."""
-    query = deployment.cluster.query
-    dbname = deployment.dbname
-    found = {}
-
-    def active(credential):
-        return post_form(server.url, "/oauth2/introspect", {"token": credential},
-                         introspector).json().get("active")
-
-    # Every acknowledged key authenticates; every row is whole (its create event committed
-    # with it); the rest are keys whose 201 was lost in the crash.
-    lost_keys = [key_id for (key_id, secret), ok in
-                 zip(round_.keys, parallel(active, [s for _, s in round_.keys], 10)) if not ok]
-    rows = query(dbname, "SELECT k.id, k.secret_hash, k.scope, k.valid_from < k.valid_to, "
-                 "count(a.id) FROM api_keys k LEFT JOIN audit_events a ON a.object_id = k.id "
-                 "AND a.action = 'create' GROUP BY k.id")
-    broken = [row for row in rows if not (len(row[1]) == 64 and row[2] == "sms:message:send"
-                                          and row[3] and row[4] == 1)]
-    assert broken == []
-    found["orphan_keys"] = len(rows) - len(round_.keys)
-    # Every acknowledged revocation is durable, and a retry of an unanswered one is safe.
-    revoked = {row[0] for row in query(dbname, "SELECT jti FROM revoked_tokens")}
-    lost_revocations = [jti for jti in round_.revoked if jti not in revoked]
-    retried = [post_form(server.url, "/oauth2/revoke", {"token": access_token},
-                         round_.owner).status_code for access_token in round_.unacknowledged]
-    assert set(retried) <= {200}
-    # Exactly one active and one next key; every acknowledged rotation is there; every kid a
-    # token carried is still published, and a new token verifies against the JWKS.
-    states = Counter(row[0] for row in query(dbname, "SELECT state FROM signing_keys"))
-    assert states["active"] == 1 and states["next"] == 1, states
-    known = {row[0] for row in query(dbname, "SELECT kid FROM signing_keys")}
-    lost_rotations = [kid for kid in rotated if kid not in known]
-    published = requests.get(server.url + "/.well-known/jwks.json", timeout=10).json()["keys"]
-    kids = {key["kid"] for key in published}
-    assert round_.kids <= kids, round_.kids - kids
-    fresh = token(server.url, *round_.minter).json()["access_token"]
-    header = jwt.get_unverified_header(fresh)
-    jwk = next(key for key in published if key["kid"] == header["kid"])
-    jwt.decode(fresh, jwt.PyJWK(jwk).key, algorithms=[header["alg"]],
-               options={"verify_aud": False})
-    found.update(keys=len(round_.keys), revoked=len(round_.revoked), rotations=len(rotated),
-                 lost=len(lost_keys) + len(lost_revocations) + len(lost_rotations),
-                 retried=len(retried))
-    return found
-
-
 def crash_rounds(deployment: Deployment, rounds: int, seed: int, request) -> None:
     admin = deployment.client("account-management:manage sms:manage")
     owner = deployment.client("message:send")
     minter = deployment.client("message:send")
     introspector = deployment.client("tokens:introspect")
     with deployment.app.app_context():
-        from authserver.clients import get_client
-        from authserver.tokens import encode_access_token
-
         record = get_client(owner[0])
         revocable = []
         for _ in range(200 * rounds):
@@ -841,37 +618,6 @@ def test_RL6_kill_9_mid_write_many_rounds(long_variant, deployment, request):
 
 
 # --- RL7: load --------------------------------------------------------------------------------
-
-class LoadStack:
-    """A server with three workers, the demo with two, 200 clients; RSS and connections."""
-
-    def __init__(self, cluster: PrivateCluster, tmp_path):
-        port = free_port()
-        self.deployment = Deployment(cluster, tmp_path, f"http://127.0.0.1:{port}")
-        self.server = self.deployment.server("load", port=port, workers=3)
-        self.clients = [self.deployment.client("message:send") for _ in range(200)]
-        introspector = self.deployment.client("tokens:introspect")
-        self.demo = DemoServer(self.server.url, *introspector,
-                               log_path=tmp_path / "demo.log").wait_ready()
-        self.jtis: set[str] = set()
-        for client in self.clients[:20]:  # warm every worker before the baseline
-            send_sms(self.demo.url, "Bearer", token(self.server.url, *client).json()
-                     ["access_token"])
-        self.baseline = {pid: rss_kib(pid) for pid in self.server.worker_pids()}
-
-    def connections(self) -> int:
-        return self.deployment.cluster.connections(self.deployment.dbname) - \
-            self.own_connections()
-
-    def own_connections(self) -> int:
-        return self.deployment.cluster.query(
-            self.deployment.dbname, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-            "current_database() AND application_name = %s", (TEST_APPLICATION,))[0][0] - 1
-
-    def close(self) -> None:
-        self.demo.stop()
-        self.deployment.close()
-
 
 @pytest.fixture(scope="module")
 def load_stack(cluster, tmp_path_factory):

@@ -38,8 +38,9 @@ PROPERTY = settings(max_examples=150, deadline=None,
 PURE = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-#: SCOPES.md name syntax, copied so the module's own regex is checked, not trusted.
-NAME_SYNTAX = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?::[a-z0-9]+(?:-[a-z0-9]+)*){1,3}$")
+#: SCOPES.md name syntax, always matched in full (fullmatch), so the module's regex is checked,
+#: not trusted.
+NAME_SYNTAX = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?::[a-z0-9]+(?:-[a-z0-9]+)*){1,3}")
 #: DESIGN.md: prefix, 32 base62 random characters, a 6-character base62 CRC-32 of them.
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 LEAK_MARKERS = ("Traceback", "File \"", "site-packages", "sqlalchemy", "psycopg", "SELECT ")
@@ -67,11 +68,36 @@ class Cases:
         self.count += 1
 
 
+#: What each property feeds its subject, for the report's "input" column.
+INPUTS = {
+    "test_TE18_protocol_endpoints_never_5xx_and_never_write":
+        "token/introspect/revoke: raw bytes or form pairs (unknown and repeated keys, unicode, "
+        "control characters, values up to 70 000 characters), real or mangled credentials, "
+        "arbitrary Authorization and Content-Type, query strings",
+    "test_TE16_SC07_parse_scope_accepts_exactly_the_syntax":
+        "arbitrary unicode, and strings over a scope-like alphabet with tabs, NBSP, commas, "
+        "homoglyphs",
+    "test_TE16_scope_round_trip": "lists of syntactically valid scope names",
+    "test_SC05_covers_never_raises_and_matches_exactly":
+        "held lists of catalogue names and arbitrary strings; catalogue or arbitrary scope",
+    "test_AK02_key_format_check_never_raises":
+        "text, bytes, numbers, None, lists, dicts, prefixed near-keys",
+    "test_AK02_valid_keys_always_pass": "keys built from random base62 parts",
+    "test_AK02_every_mutation_of_a_valid_key_is_refused":
+        "one substitution, deletion, insertion, swap, truncation, extension or prefix change",
+    "test_RS14_RS16_AK09_guard_header_parsing_never_500":
+        "1-3 Authorization headers: latin-1 text, any scheme, JWT-shaped garbage, well-formed "
+        "unknown keys, mangled real JWTs and keys; ?access_token / ?api_key",
+}
+
+
 @pytest.fixture
 def cases(request):
     counter = Cases()
     yield counter
     request.node.user_properties.append(("cases", counter.count))
+    if request.node.originalname in INPUTS:
+        request.node.user_properties.append(("input", INPUTS[request.node.originalname]))
 
 
 # --- protocol endpoints: no 5xx, JSON, nothing written ----------------------------------------
@@ -177,9 +203,8 @@ def test_TE18_protocol_endpoints_never_5xx_and_never_write(app, client, known, c
     response = client.post(path + ("?" + query if query else ""), data=body, headers=headers)
     event(f"{path}: {response.status_code}")
     body_json = assert_json_answer(response)
-    if response.status_code == 200:
-        assert path.endswith("token") and body_json["token_type"] == "Bearer" \
-            or not path.endswith("token")
+    if response.status_code == 200 and path.endswith("token"):
+        assert body_json["token_type"] == "Bearer"
     after = table_counts(app)
     assert {name: count for name, count in after.items() if name not in MAY_CHANGE} == \
         {name: count for name, count in before.items() if name not in MAY_CHANGE}
@@ -200,12 +225,18 @@ def test_TE18_body_at_and_past_the_cap(app, client, known, size):
 # --- scopes -----------------------------------------------------------------------------------
 
 SCOPE_ALPHABET = st.sampled_from("abz09:- \t\n\r\x00\u00a0\u3000,;*.ÄеＡ")
-scope_text = st.one_of(st.text(SCOPE_ALPHABET, max_size=60), st.text(max_size=60))
 _word = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=8)
 _segment = st.lists(_word, min_size=1, max_size=3).map("-".join)
 valid_names = st.lists(_segment, min_size=2, max_size=4).map(":".join)
 CATALOGUE = default_catalogue()
 CATALOGUE_NAMES = CATALOGUE.names
+#: Valid names joined by almost-right separators, with almost-right ends.
+near_valid = st.tuples(
+    st.lists(st.one_of(valid_names, st.sampled_from(CATALOGUE_NAMES)), min_size=1, max_size=4),
+    st.sampled_from([" ", " ", "  ", "\t", "\n", ",", "\u00a0", "\r\n"]),
+    st.sampled_from(["", "", " ", "\n", "\t", "\r", "\x00", ":", "-"]),
+).map(lambda parts: parts[1].join(parts[0]) + parts[2])
+scope_text = st.one_of(st.text(SCOPE_ALPHABET, max_size=60), st.text(max_size=60), near_valid)
 
 
 @PURE
@@ -214,17 +245,34 @@ def test_TE16_SC07_parse_scope_accepts_exactly_the_syntax(cases, value):
     """Anything: ScopeError, or the space-split names, each following the syntax, in order,
     without repeats."""
     cases()
-    try:
-        names = parse_scope(value)
-    except ScopeError:
-        assert value != "" and not all(NAME_SYNTAX.match(n) for n in value.split(" ")) \
-            or len(value.split(" ")) > 200
-        return
+    names = value.split(" ")
+    # Known bug, pinned by test_TE16_scope_name_with_trailing_newline_is_refused: the name
+    # regex ends in "$", which also matches before one trailing newline. Drop this line
+    # together with that test's xfail once fixed.
+    assume(not any(name.endswith("\n") and NAME_SYNTAX.fullmatch(name[:-1]) for name in names))
+    well_formed = len(names) <= 200 and all(
+        NAME_SYNTAX.fullmatch(name) and len(name) <= 128 for name in names)
     if value == "":
-        assert names == []
-        return
-    assert names == list(dict.fromkeys(value.split(" ")))
-    assert all(NAME_SYNTAX.match(name) and len(name) <= 128 for name in names)
+        assert parse_scope(value) == []
+    elif well_formed:
+        assert parse_scope(value) == list(dict.fromkeys(names))
+    else:
+        with pytest.raises(ScopeError):
+            parse_scope(value)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "authserver.scopes.SCOPE_NAME_RE ends in '$' and is applied with .match(), and '$' also "
+    "matches before a trailing newline: check_scope_name('sms:manage\\n') is True and "
+    "parse_scope('sms:manage\\n') returns ['sms:manage\\n'] (TE16: newline is not in the "
+    "scope syntax; an operator's scopes.toml could register such a name). Fix: "
+    "SCOPE_NAME_RE.fullmatch(name) in check_scope_name (or end the pattern with \\Z)."))
+@pytest.mark.parametrize("value", ["sms:manage\n", "message:send\n",
+                                   "sms:logs:read\n sms:manage"])
+def test_TE16_scope_name_with_trailing_newline_is_refused(value):
+    """A newline is not in the scope syntax, at the end of a name either."""
+    with pytest.raises(ScopeError):
+        parse_scope(value)
 
 
 @PURE

@@ -31,7 +31,7 @@ def cluster(tmp_path_factory):
                 "ENCRYPTION_KEY": ENCRYPTION_KEY, "SECRET_KEY": "scale-test",
                 "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
                 "RATELIMIT_KEY_PREFIX": prefix, "TOKEN_RATE_LIMIT": "8/minute",
-                "SIGNING_KEY_CACHE_SECONDS": "1"}
+                "SIGNING_KEY_CACHE_SECONDS": "1", "SIGNING_KEY_PUBLISH_DELAY": "2"}
     envs = [server_env(tmp_path_factory.mktemp(f"instance-{name}"), **settings)
             for name in "ab"]
     authserver(envs[0], "init")
@@ -77,7 +77,7 @@ def test_rotation_through_one_is_used_by_both(cluster):
     client_id, secret = create_client(env_a, "message:send")
     before = jwt.get_unverified_header(fetch_token(b, client_id, secret).json()["access_token"])
     rotated = json.loads(authserver(env_a, "signing-keys", "rotate", "--json").stdout)
-    assert rotated["kid"] != before["kid"]
+    assert rotated["kid"] != before["kid"] and rotated["state"] == "active"
     # The new key was already published by both before it signed (publish-before-sign).
     for server in (a, b):
         kids = {k["kid"] for k in requests.get(server.url + "/.well-known/jwks.json").json()["keys"]}

@@ -325,8 +325,6 @@ def test_TE10_colon_in_unencoded_secret_belongs_to_the_secret(app, client, basic
     assert response.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="Basic credentials are decoded with urllib's unquote, "
-                   "not unquote_plus, so a form-urlencoded space ('+', RFC 6749 App. B) stays '+'")
 def test_TE10_plus_is_a_space(app, client, basic_client):
     client_id, _ = basic_client
     set_secret(app, client_id, "two words")

@@ -118,6 +118,7 @@ def list_api_keys():
 @require_admin(MANAGE_SCOPE)
 def create_api_key():
     """Create a key; the secret is in this answer only (``apiKeySecret``)."""
+    query_args(())
     _count_write()
     body = json_body(KEY_CREATE)
     caller = current_caller()
@@ -133,6 +134,7 @@ def create_api_key():
 @require_admin(MANAGE_SCOPE)
 def get_api_key(key_id: str):
     """One key (never its secret); 404 for unknown and malformed ids alike."""
+    query_args(())
     return api_keys.describe(api_keys.get_api_key(key_id))
 
 
@@ -141,6 +143,7 @@ def get_api_key(key_id: str):
 def update_api_key(key_id: str):
     """Change the named fields; ``enabled: false`` revokes for good."""
     api_keys.get_api_key(key_id)  # 404 before counting or parsing
+    query_args(())
     _count_write()
     changes = _non_empty(json_body(KEY_UPDATE))
     caller = current_caller()
@@ -168,6 +171,7 @@ def list_oauth_clients():
 @require_admin(MANAGE_SCOPE)
 def create_oauth_client():
     """Register a client; its secret (``clientSecret``) is in this answer only."""
+    query_args(())
     _count_write()
     body = json_body(CLIENT_CREATE)
     caller = current_caller()
@@ -184,6 +188,7 @@ def create_oauth_client():
 @require_admin(MANAGE_SCOPE)
 def get_oauth_client(client_id: str):
     """One client (never its secret)."""
+    query_args(())
     return render_client(clients.get_client(client_id))
 
 
@@ -192,6 +197,7 @@ def get_oauth_client(client_id: str):
 def update_oauth_client(client_id: str):
     """Change the named fields; ``authMethod`` is fixed at registration."""
     clients.get_client(client_id)
+    query_args(())
     _count_write()
     body = _non_empty(json_body(CLIENT_UPDATE))
     caller = current_caller()
@@ -207,6 +213,7 @@ def update_oauth_client(client_id: str):
 def rotate_oauth_client_secret(client_id: str):
     """New secret, shown once; the old one lives on for ``gracePeriod`` seconds (default 0)."""
     clients.get_client(client_id)
+    query_args(())
     _count_write()
     body = json_body(ROTATE, optional=True)
     caller = current_caller()
