@@ -128,9 +128,12 @@ def retention() -> timedelta:
 
 
 def _lock_keys() -> None:
-    """Serialise rotations across processes (PostgreSQL); SQLite writers are serial anyway."""
+    """Serialise rotations across processes: PostgreSQL's advisory lock, or SQLite's write
+    lock taken by a no-op write before anything is read (waiters honour busy_timeout)."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.text("SELECT pg_advisory_xact_lock(7342001)"))
+    else:
+        db.session.execute(sa.text("UPDATE signing_keys SET state = state WHERE 1 = 0"))
 
 
 def ensure_signing_keys(alg: str | None = None) -> bool:

@@ -343,9 +343,6 @@ def test_rotation_is_seen_by_another_worker(app, client, oauth_clients):
 
 
 def test_concurrent_rotations_leave_one_active_key(app, backend):
-    if backend == "sqlite":
-        pytest.skip("the rotation lock is PostgreSQL's advisory lock; SQLite is the one-host "
-                    "store, where concurrent writers fail with 'database is locked' instead")
     errors = []
 
     def worker():
