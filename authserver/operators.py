@@ -12,7 +12,6 @@ row, so a copied or replayed cookie is dead; idle and absolute timeouts are chec
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 from datetime import timedelta
@@ -27,8 +26,6 @@ from .clock import isoformat, utcnow
 from .db import db
 from .errors import NotFoundError, ValidationError
 from .models import Operator, OperatorSession
-
-log = logging.getLogger(__name__)
 
 USERNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._@-]{0,62}[a-z0-9])?$")
 PASSWORD_MIN, PASSWORD_MAX = 12, 256
