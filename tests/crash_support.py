@@ -37,9 +37,10 @@ class CrashRound:
     """One round: writers against a single-worker server and a rotating process, kill -9 of
     all of them at a random moment; records what each writer saw acknowledged."""
 
-    def __init__(self, deployment: Deployment, server: Server, admin_token: str,
+    def __init__(self, number: int, deployment: Deployment, server: Server, admin_token: str,
                  revocable: list[tuple[str, str]], owner: tuple[str, str],
                  minter: tuple[str, str]):
+        self.number = number
         self.deployment = deployment
         self.server = server
         self.admin_token = admin_token
@@ -50,7 +51,7 @@ class CrashRound:
         self.lock = threading.Lock()
         self.keys: list[tuple[str, str]] = []  # (id, secret) acknowledged with 201
         self.revoked: list[str] = []  # jti acknowledged with 200
-        self.unacknowledged: list[str] = []  # tokens whose revocation got no answer
+        self.unacknowledged: list[tuple[str, str]] = []  # (token, jti) revoked, no answer
         self.kids: set[str] = set()  # kids of tokens handed out
         self.answers: Counter = Counter()
 
@@ -60,7 +61,7 @@ class CrashRound:
             index += 1
             try:
                 answer = requests.post(self.server.url + "/settings/2/api-keys",
-                                       json={"name": f"crash-{worker}-{index}",
+                                       json={"name": f"crash-{self.number}-{worker}-{index}",
                                              "scopeGuids": ["sms:message:send"]},
                                        headers=bearer(self.admin_token), timeout=30)
             except requests.RequestException:
@@ -79,7 +80,7 @@ class CrashRound:
                                    self.owner, timeout=30)
             except requests.RequestException:
                 with self.lock:
-                    self.unacknowledged.append(access_token)
+                    self.unacknowledged.append((access_token, jti))
                 return
             with self.lock:
                 self.answers[answer.status_code] += 1
@@ -102,7 +103,9 @@ class CrashRound:
         """Start the writers; once each has had a write acknowledged, wait ``delay`` seconds
         and kill -9 the server and the rotating process; return the rotations acknowledged."""
         rotator = subprocess.Popen([sys.executable, "-c", ROTATOR],
-                                   env=self.deployment.env("rotator"), stdout=subprocess.PIPE,
+                                   env=self.deployment.env("rotator",
+                                                           SIGNING_KEY_PUBLISH_DELAY="0"),
+                                   stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, text=True)
         printed: list[str] = []
         reader = threading.Thread(target=lambda: printed.extend(iter(rotator.stdout.readline,
@@ -147,22 +150,26 @@ def check_after_crash(deployment: Deployment, server: Server, round_: CrashRound
     lost_keys = [key_id for (key_id, secret), ok in
                  zip(round_.keys, parallel(active, [s for _, s in round_.keys], 10)) if not ok]
     rows = query(dbname, "SELECT k.id, k.secret_hash, k.scope, k.valid_from < k.valid_to, "
-                 "count(a.id) FROM api_keys k LEFT JOIN audit_events a ON a.object_id = k.id "
-                 "AND a.action = 'create' GROUP BY k.id")
+                 "count(a.id), k.name FROM api_keys k LEFT JOIN audit_events a "
+                 "ON a.object_id = k.id AND a.action = 'create' GROUP BY k.id")
     broken = [row for row in rows if not (len(row[1]) == 64 and row[2] == "sms:message:send"
                                           and row[3] and row[4] == 1)]
     assert broken == []
-    found["orphan_keys"] = len(rows) - len(round_.keys)
+    this_round = [row for row in rows if row[5].startswith(f"crash-{round_.number}-")]
+    found["orphan_keys"] = len(this_round) - len(round_.keys)
     # Every acknowledged revocation is durable, and a retry of an unanswered one is safe.
     revoked = {row[0] for row in query(dbname, "SELECT jti FROM revoked_tokens")}
     lost_revocations = [jti for jti in round_.revoked if jti not in revoked]
     retried = [post_form(server.url, "/oauth2/revoke", {"token": access_token},
-                         round_.owner).status_code for access_token in round_.unacknowledged]
+                         round_.owner).status_code for access_token, _ in round_.unacknowledged]
     assert set(retried) <= {200}
+    revoked = {row[0] for row in query(dbname, "SELECT jti FROM revoked_tokens")}
+    assert {jti for _, jti in round_.unacknowledged} <= revoked
     # Exactly one active and one next key; every acknowledged rotation is there; every kid a
     # token carried is still published, and a new token verifies against the JWKS.
     states = Counter(row[0] for row in query(dbname, "SELECT state FROM signing_keys"))
     assert states["active"] == 1 and states["next"] == 1, states
+    active_kid = query(dbname, "SELECT kid FROM signing_keys WHERE state = 'active'")[0][0]
     known = {row[0] for row in query(dbname, "SELECT kid FROM signing_keys")}
     lost_rotations = [kid for kid in rotated if kid not in known]
     published = requests.get(server.url + "/.well-known/jwks.json", timeout=10).json()["keys"]
@@ -170,6 +177,7 @@ def check_after_crash(deployment: Deployment, server: Server, round_: CrashRound
     assert round_.kids <= kids, round_.kids - kids
     fresh = token(server.url, *round_.minter).json()["access_token"]
     header = jwt.get_unverified_header(fresh)
+    assert header["kid"] == active_kid
     jwk = next(key for key in published if key["kid"] == header["kid"])
     jwt.decode(fresh, jwt.PyJWK(jwk).key, algorithms=[header["alg"]],
                options={"verify_aud": False})

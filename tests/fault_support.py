@@ -62,8 +62,9 @@ class Server(ServerProcess):
         return children(self.process.pid)
 
     def kill(self) -> None:
-        """kill -9 the workers and the master: no graceful shutdown, no finally blocks."""
-        for pid in [*self.worker_pids(), self.process.pid]:
+        """kill -9 the master, then its workers (the master first, so it cannot fork new
+        ones): no graceful shutdown, no finally blocks."""
+        for pid in [self.process.pid, *self.worker_pids()]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -150,20 +151,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one ``authserver`` command; JSON commands are parsed by the caller."""
-    return subprocess.run([str(BIN / "authserver"), *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=check)
-
-
-def create_client(env: dict, scope: str, **options: str) -> tuple[str, str]:
-    """Register a client with the CLI; (client_id, secret)."""
-    extra = [item for name, value in options.items() for item in (f"--{name}", value)]
-    created = json.loads(cli(env, "clients", "create", "--name", "fault", "--scope", scope,
-                             "--json", *extra).stdout)
-    return created["client_id"], created["client_secret"]
-
-
 def token(url: str, client_id: str, secret: str, timeout: float = 10) -> requests.Response:
     """POST /oauth2/token, client_secret_basic."""
     return requests.post(url + "/oauth2/token", data={"grant_type": "client_credentials"},
@@ -187,7 +174,8 @@ def post_form(url: str, path: str, form: dict, auth: tuple[str, str],
     return requests.post(url + path, data=form, auth=auth, timeout=timeout)
 
 
-def send_sms(demo_url: str, scheme: str, credential: str, timeout: float = 10) -> requests.Response:
+def send_sms(demo_url: str, scheme: str, credential: str,
+             timeout: float = 10) -> requests.Response:
     """POST /sms/3/messages on the demo with ``scheme credential``."""
     return requests.post(demo_url + "/sms/3/messages", json=SMS, timeout=timeout,
                          headers={"Authorization": f"{scheme} {credential}"})
@@ -207,7 +195,6 @@ class Load:
         self.deadline = time.monotonic() + seconds
         self.stopped = threading.Event()
         self.errors: list[BaseException] = []
-        self.calls = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
         self._futures = [self._pool.submit(self._run, index) for index in range(workers)]
@@ -220,8 +207,6 @@ class Load:
                 with self._lock:
                     if len(self.errors) < 50:
                         self.errors.append(exc)
-            with self._lock:
-                self.calls += 1
 
     def stop(self) -> None:
         self.stopped.set()
@@ -245,9 +230,10 @@ def load(workers: int, step: Callable[[int], None], seconds: float):
 
 class Deployment:
     """A fresh, migrated database with signing keys on the private cluster; servers on it; and
-    an app in this process for setup through the service layer (what the CLI would do)."""
+    an app in this process (``config`` on top) for setup through the service layer, as the
+    CLI would do it."""
 
-    def __init__(self, cluster: PrivateCluster, tmp: Path, issuer: str):
+    def __init__(self, cluster: PrivateCluster, tmp: Path, issuer: str, **config):
         self.cluster = cluster
         self.tmp = tmp
         self.issuer = issuer
@@ -256,7 +242,7 @@ class Deployment:
         self.app = create_app(
             {**settings(self.url), "ISSUER": issuer,
              "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "connect_args": {
-                 "connect_timeout": 2, "application_name": TEST_APPLICATION}}},
+                 "connect_timeout": 2, "application_name": TEST_APPLICATION}}, **config},
             instance_path=str(tmp / "setup-instance"))
         with self.app.app_context():
             upgrade_database()

@@ -216,8 +216,8 @@ def _cell(text: object, limit: int = 220) -> str:
 
 def _humane(function: str) -> str:
     """``test_RL1_database_down_gives_503`` -> ``database down gives 503``."""
-    words = [word for word in function.removeprefix("test_").split("_") if not ID_RE.fullmatch(word)]
-    return " ".join(words)
+    words = function.removeprefix("test_").split("_")
+    return " ".join(word for word in words if not ID_RE.fullmatch(word))
 
 
 def _id_key(ids: list[str], order: dict[str, int]):
@@ -234,8 +234,13 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
         groups[(tuple(case.ids), case.nodeid.split("::")[0], case.function, case.variant)]\
             .append(case)
     rows = []
-    for (ids, module, function, variant), cases in sorted(
-            groups.items(), key=lambda entry: (_id_key(list(entry[0][0]), order), entry[0][1:])):
+    def row_order(entry):
+        ids, module, function, variant = entry[0]
+        numeric = variant.isdigit()
+        return (_id_key(list(ids), order), module, function, not numeric,
+                int(variant) if numeric else 0, variant)
+
+    for (ids, module, function, variant), cases in sorted(groups.items(), key=row_order):
         first = cases[0]
         props = {k: v for case in cases for k, v in case.properties.items()}
         expected = (first.marker_expected or props.get("expected") or first.doc
@@ -258,6 +263,7 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
     known_bugs = sorted((case for case in report.cases.values() if case.outcome == "xfailed"),
                         key=lambda case: case.nodeid)
 
+    in_known_bugs = sum(case.other_5xx for case in known_bugs)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Security and reliability report",
@@ -281,8 +287,8 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
         f"| skipped | {count['skipped']} |",
         f"| 5xx seen | {report.outage_503 + report.other_5xx} of {report.answers} HTTP answers "
         f"received by the whole run: {report.other_5xx} errors (500, or a 5xx without "
-        f"Retry-After) and {report.outage_503} deliberate 503 + Retry-After answers to "
-        f"injected outages |",
+        f"Retry-After; {in_known_bugs} of them in the known-bug tests below) and "
+        f"{report.outage_503} deliberate 503 + Retry-After answers to injected outages |",
         f"| data lost | {data_lost} |",
         "",
     ]

@@ -9,7 +9,7 @@
   is refused, every valid key passes (AK02).
 - The guard's Authorization header parsing through a guarded demo endpoint (RS11-RS16, AK09).
 
-Every test counts the examples it tried (``cases``) for the report (tests/report_plugin.py).
+Every property counts the examples it tried (``cases``) for the report (tests/report_plugin.py).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ INPUTS = {
 
 @pytest.fixture
 def cases(request):
+    """A counter each property calls once per example; recorded when the test ends."""
     counter = Cases()
     yield counter
     request.node.user_properties.append(("cases", counter.count))
