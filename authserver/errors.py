@@ -148,6 +148,11 @@ def _handle_rate_limited(error) -> Response:
     return error_response(429, "Too many requests.", {"Retry-After": str(error.retry_after)})
 
 
+def _handle_key_configuration(error: Exception) -> Response:
+    log.error("signing keys unusable: %s", error)
+    return unavailable_response()
+
+
 def _handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "The server could not complete the request.")
@@ -165,4 +170,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(RateLimited, _handle_rate_limited)
     for exc in UNAVAILABLE_ERRORS:
         app.register_error_handler(exc, _handle_database_error)
+    from .keys import KeyConfigurationError
+
+    app.register_error_handler(KeyConfigurationError, _handle_key_configuration)
     app.register_error_handler(Exception, _handle_unexpected)

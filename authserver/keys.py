@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +32,7 @@ from .models import SigningKey
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 NEXT, ACTIVE, RETIRED = "next", "active", "retired"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
 
 
@@ -137,12 +138,17 @@ def _lock_keys() -> None:
 
 
 def ensure_signing_keys(alg: str | None = None) -> bool:
-    """Create an active and a next key when there is no active key; True if it created any."""
+    """Create an active and a next key when there is no active key; True if it created any.
+
+    The first key has no predecessor, so it is in force from the start of time: a server
+    whose clock runs behind the one that ran ``init`` still has a key to sign with.
+    """
     _lock_keys()
     if db.session.scalar(sa.select(SigningKey).where(SigningKey.state == ACTIVE)) is not None:
         db.session.commit()
         return False
-    create_signing_key(alg, state=ACTIVE)
+    first = create_signing_key(alg, state=ACTIVE)
+    first.activated_at = EPOCH
     create_signing_key(alg, state=NEXT)
     db.session.commit()
     return True

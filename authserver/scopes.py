@@ -53,7 +53,8 @@ class Scope:
 
 def check_scope_name(name: object) -> bool:
     """Return True when ``name`` follows the scope name syntax of SCOPES.md."""
-    return isinstance(name, str) and len(name) <= 128 and SCOPE_NAME_RE.match(name) is not None
+    # fullmatch: "$" alone would also match before a trailing newline (TE16).
+    return isinstance(name, str) and len(name) <= 128 and SCOPE_NAME_RE.fullmatch(name) is not None
 
 
 def _umbrella_candidates(name: str) -> set[str]:

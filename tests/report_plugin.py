@@ -23,7 +23,7 @@ import os
 import platform
 import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ ID_RE = re.compile(r"(?<![A-Za-z])(?:TE|AT|RS|SC|IN|RV|PK|JW|AK|AD|UI|RL)\d{1,2}
 REQUIREMENT_RE = re.compile(r"^(?:- )?((?:TE|AT|RS|SC|IN|RV|PK|JW|AK|AD|UI|RL)\d{1,2}) (.+)$")
 BACKENDS = ("sqlite", "postgresql")
 PROPERTY_KEYS = ("input", "expected", "observed", "backend", "cases", "data_lost")
+RANK = ["not run", "passed", "skipped", "xfailed", "xpassed", "failed", "error"]
 _KEY = pytest.StashKey["SecurityReport"]()
 
 
@@ -70,6 +71,8 @@ class SecurityReport:
         self.answers = 0
         self.outage_503 = 0
         self.other_5xx = 0
+        self.errors_by_test: Counter = Counter()
+        self.outcomes: dict[str, str] = {}  # every test of the run, with or without an ID
         self._restore: list = []
 
     # --- HTTP answers -------------------------------------------------------------------
@@ -89,6 +92,7 @@ class SecurityReport:
                     case.outage_503 += 1
             else:
                 self.other_5xx += 1
+                self.errors_by_test[self.current or "(outside any test)"] += 1
                 if case is not None:
                     case.other_5xx += 1
 
@@ -132,18 +136,18 @@ class SecurityReport:
         self.current = None
 
     def pytest_runtest_logreport(self, report):
+        outcome = _outcome(report)
+        # The worst phase wins: a teardown error after a pass is an error.
+        if outcome is not None and RANK.index(outcome[0]) > \
+                RANK.index(self.outcomes.get(report.nodeid, "not run")):
+            self.outcomes[report.nodeid] = outcome[0]
         case = self.cases.get(report.nodeid)
         if case is None:
             return
         for name, value in report.user_properties:
             if name in PROPERTY_KEYS:
                 case.properties[name] = value
-        outcome = _outcome(report)
-        if outcome is None:
-            return
-        # The worst phase wins: a teardown error after a pass is an error.
-        rank = ["not run", "passed", "skipped", "xfailed", "xpassed", "failed", "error"]
-        if rank.index(outcome[0]) > rank.index(case.outcome):
+        if outcome is not None and RANK.index(outcome[0]) > RANK.index(case.outcome):
             case.outcome, case.reason = outcome
 
     def pytest_sessionfinish(self, session):
@@ -186,7 +190,8 @@ def make_case(item) -> Case | None:
                     if isinstance(value, str) and value in BACKENDS), "")
     variant = "-".join(part for part in (callspec.id.split("-") if callspec else [])
                        if part not in BACKENDS)
-    doc = (getattr(item, "function", None).__doc__ or "") if hasattr(item, "function") else ""
+    test_function = getattr(item, "function", None)
+    doc = (test_function.__doc__ or "") if test_function is not None else ""
     return Case(nodeid=item.nodeid, ids=ids, function=function, variant=variant,
                 backend=backend, doc=" ".join(doc.split()),
                 marker_expected=marker.kwargs.get("expected") if marker else None,
@@ -233,13 +238,14 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
     for case in report.cases.values():
         groups[(tuple(case.ids), case.nodeid.split("::")[0], case.function, case.variant)]\
             .append(case)
-    rows = []
+
     def row_order(entry):
         ids, module, function, variant = entry[0]
         numeric = variant.isdigit()
         return (_id_key(list(ids), order), module, function, not numeric,
                 int(variant) if numeric else 0, variant)
 
+    rows = []
     for (ids, module, function, variant), cases in sorted(groups.items(), key=row_order):
         first = cases[0]
         props = {k: v for case in cases for k, v in case.properties.items()}
@@ -290,19 +296,35 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
         f"Retry-After; {in_known_bugs} of them in the known-bug tests below) and "
         f"{report.outage_503} deliberate 503 + Retry-After answers to injected outages |",
         f"| data lost | {data_lost} |",
+        f"| every test of the run (with or without an ID) | "
+        f"{', '.join(f'{n} {o}' for o, n in sorted(Counter(report.outcomes.values()).items()))} |",
         "",
     ]
     if known_bugs:
         lines += ["## Known bugs (tests marked `xfail(strict=True)`)", ""]
-        lines += [f"- **{', '.join(case.ids)}** `{case.nodeid}`: {_cell(case.reason, 600)}"
-                  for case in known_bugs]
+        by_test: dict[tuple, list[Case]] = defaultdict(list)
+        for case in known_bugs:
+            by_test[(case.nodeid.split("[")[0], case.reason)].append(case)
+        for (test, reason), cases in by_test.items():
+            variants = sorted(case.nodeid.partition("[")[2].rstrip("]") for case in cases)
+            shown = f" [{'; '.join(variants)}]" if any(variants) else ""
+            lines.append(f"- **{', '.join(cases[0].ids)}** `{test}` {_cell(shown, 200)}: "
+                         f"{_cell(reason, 1200)}")
+        lines.append("")
+    if report.errors_by_test:
+        lines += ["## Tests that received a 5xx error (500, or 5xx without Retry-After)", ""]
+        lines += [f"- `{nodeid}`: {count}" for nodeid, count in
+                  sorted(report.errors_by_test.items())]
         lines.append("")
     failed = [case for case in report.cases.values()
               if case.outcome in ("failed", "error", "xpassed")]
-    if failed:
+    others = sorted(nodeid for nodeid, outcome in report.outcomes.items()
+                    if outcome in ("failed", "error", "xpassed") and nodeid not in report.cases)
+    if failed or others:
         lines += ["## Failed in this run", ""]
         lines += [f"- **{', '.join(case.ids)}** `{case.nodeid}`: {case.outcome}"
                   for case in sorted(failed, key=lambda case: case.nodeid)]
+        lines += [f"- (no ID) `{nodeid}`: {report.outcomes[nodeid]}" for nodeid in others]
         lines.append("")
     lines += ["## Cases", "",
               "Observed: the outcome per database backend; `5xx` counts answers the test "
