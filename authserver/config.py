@@ -19,7 +19,13 @@ ISSUER = None
 DEFAULT_AUDIENCE = None
 #: Database URL; None means a SQLite file in the instance folder.
 SQLALCHEMY_DATABASE_URI = None
+#: Pool settings (e.g. {"pool_size": 10}). On PostgreSQL, connect_timeout defaults to 5 s.
+#: Leave pool_pre_ping off: its ping runs before DB_REQUEST_TIMEOUT applies and can hang on
+#: a frozen server; a dead pooled connection costs one 503, then the pool is replaced.
 SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+#: Seconds a PostgreSQL transaction may hold its connection before the watchdog severs it
+#: (a hung database then answers 503, not a request that waits forever); 0 disables.
+DB_REQUEST_TIMEOUT = 10
 #: AES-256-GCM key (urlsafe base64, 32 bytes) that encrypts signing keys at rest.
 #: ``authserver init`` writes one into instance/config.py when it is missing.
 ENCRYPTION_KEY = None
@@ -97,6 +103,10 @@ def load_config(app: Flask, test_config: dict | None = None,
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         db_file = Path(app.instance_path) / "authserver.sqlite"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options["connect_args"] = {"connect_timeout": 5, **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not app.config["ISSUER"]:
         app.config["ISSUER"] = default_issuer
     if not app.config["DEFAULT_AUDIENCE"]:

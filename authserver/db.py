@@ -62,11 +62,15 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
 
 
 def init_app(app) -> None:
-    """Bind the database to the app (and tune SQLite connections)."""
+    """Bind the database to the app; tune SQLite connections, put a deadline on PostgreSQL's."""
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sa.event.listen(db.engine, "connect", _sqlite_pragmas)
+        elif app.config["DB_REQUEST_TIMEOUT"]:
+            from .db_watchdog import watchdog
+
+            watchdog.watch(db.engine, float(app.config["DB_REQUEST_TIMEOUT"]))
 
 
 def alembic_config() -> Config:

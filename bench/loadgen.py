@@ -75,7 +75,7 @@ def install_wrk() -> bool:
 def wrk_version() -> str:
     """wrk's version line (it prints it with the usage text)."""
     done = subprocess.run([wrk_path() or "wrk", "--version"], capture_output=True, text=True)
-    return (done.stdout or done.stderr).splitlines()[0].strip()
+    return (done.stdout or done.stderr).splitlines()[0].split("[")[0].strip()
 
 
 class WrkLoad:

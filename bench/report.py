@@ -136,7 +136,8 @@ def goal_results(cases: dict, ratio: dict) -> list[dict]:
         else:
             value = cases[goal.case]["median"][goal.metric]
         met = value >= goal.limit if goal.op == ">=" else value <= goal.limit
-        results.append({"goal": goal.text, "case": goal.case, "value": round(value, 3),
+        digits = {"rps": 0, "p99_ms": 1}.get(goal.metric, 2)
+        results.append({"goal": goal.text, "case": goal.case, "value": round(value, digits),
                         "limit": goal.limit, "met": met})
     return results
 
@@ -170,9 +171,15 @@ def merge(paths: list[Path]) -> dict:
             "notes": notes, **summarise(cases, machine_info["nproc"]), "profiles": {}}
 
 
-def _row(name: str, case: dict, ratio: dict) -> list[str]:
+def _row(name: str, cases: dict, ratio: dict) -> list[str]:
+    case = cases[name]
     m = case["median"]
-    r = f"{ratio[name]:.2f} x {case['reference']}" if name in ratio else ""
+    r = ""
+    if name in ratio:
+        bound = cases[case["reference"]]["median"]["cpu_bound_rps"]
+        r = f"{ratio[name]:.2f} x {case['reference']}"
+        if bound:
+            r += f" (CPU-bound {m['cpu_bound_rps'] / bound:.2f})"
     bad = m["non2xx"] + m["errors"]
     cpu = f"{m['cpu_us']:,.0f}" + (f" + {m['db_cpu_us']:,.0f} db" if m["db_cpu_us"] else "")
     return [name, f"{m['rps']:,.0f}", f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}",
@@ -185,7 +192,7 @@ HEADER = ["case", "req/s", "p50 ms", "p99 ms", "non-2xx", "CPU us/req", "CPU-bou
 
 def table(cases: dict, ratio: dict) -> str:
     """A plain-text table of the medians."""
-    rows = [HEADER] + [_row(name, case, ratio) for name, case in cases.items()]
+    rows = [HEADER] + [_row(name, cases, ratio) for name in cases]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = []
     for index, row in enumerate(rows):
@@ -206,13 +213,17 @@ def goals_text(goals: list[dict]) -> str:
 def markdown(report: dict) -> str:
     """The generated section of docs/benchmarks.md."""
     m, c = report["machine"], report["config"]
+    others = sorted(run.get("other_cores", 0.0) for case in report["cases"].values()
+                    for run in case["runs"]) or [0.0]
     lines = [
         (f"Runs from {report['started']} UTC, merged ({len(c['merged'])} runs): `{c['command']}`"
          if c.get("merged") else f"Run of {report['started']} UTC: `{c['command']}`"),
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Python {m['python']}, "
         f"Linux {m['kernel']}; load average {m['loadavg_start']:.2f} at the start, "
-        f"{m.get('loadavg_end', 0):.2f} at the end (the machine is shared).",
+        f"{m.get('loadavg_end', 0):.2f} at the end. Other processes kept a median of "
+        f"{others[len(others) // 2]:.1f} cores busy during the measured intervals "
+        f"(from {others[0]:.1f} to {others[-1]:.1f}).",
         f"Load: {c['loadgen']}, {c['connections']} connections, {c['duration']} s per case "
         f"after {c['warmup']} s warm-up, {c['repeat']} interleaved rounds in all; "
         "medians over rounds. "
@@ -224,7 +235,7 @@ def markdown(report: dict) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, case in report["cases"].items():
-        row = _row(name, case, report["ratios"])
+        row = _row(name, report["cases"], report["ratios"])
         lines.append(f"| `{name}` | {case['label']} | " + " | ".join(row[1:]) + " |")
     lines += ["", "| goal | value | met |", "| --- | ---: | --- |"]
     for goal in report["goals"]:
