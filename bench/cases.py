@@ -230,7 +230,11 @@ class Environment:
             print(f"  {prefix}: {size['api_keys']:,} API keys, {size['clients']:,} clients "
                   f"(seeded in {started['seconds']} s)", flush=True)
             self._start(server.start())
-            groups.append(server.cases(prefix))
+            cases = server.cases(prefix)
+            for case in cases:
+                case.label += (f"; PostgreSQL, {size['api_keys']:,} keys, "
+                               f"{size['clients']:,} clients")
+            groups.append(cases)
         small, large = groups
         return [case for pair in zip(small, large) for case in pair]
 

@@ -178,7 +178,11 @@ class Server:
         env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics))
         self.process = subprocess.Popen(command, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(ready_path)
+        try:
+            self._wait_ready(ready_path)
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self, path: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
