@@ -21,7 +21,7 @@ from . import audit
 from .addresses import normalize_allowlist
 from .clients import validate_grantable, validate_name, validate_scopes
 from .clock import isoformat, parse_isoformat, utcnow
-from .db import db
+from .db import db, read_one
 from .errors import NotFoundError, ValidationError
 from .hashing import hash_secret
 from .models import ApiKey
@@ -66,10 +66,11 @@ def check_api_key_format(key: object) -> bool:
 
 
 def query_api_key(key: object) -> ApiKey | None:
-    """The record of a key secret (whatever its state), or None; malformed keys cost no query."""
+    """The record of a key secret (whatever its state, detached and read-only), or None;
+    malformed keys cost no query."""
     if not check_api_key_format(key):
         return None
-    return db.session.scalar(sa.select(ApiKey).where(ApiKey.secret_hash == hash_secret(key)))
+    return read_one(ApiKey, ApiKey.secret_hash == hash_secret(key))
 
 
 def is_active(record: ApiKey, now: datetime | None = None) -> bool:

@@ -16,7 +16,7 @@ from flask import current_app
 
 from . import audit
 from .clock import isoformat, utcnow
-from .db import db
+from .db import db, read_one
 from .errors import ForbiddenError, NotFoundError, ValidationError
 from .hashing import hash_secret
 from .models import Client
@@ -170,19 +170,25 @@ def create_client(*, name: str, scope, actor: str, token_ttl: int | None = None,
 
 
 def get_client(client_id: str) -> Client:
-    """The client with ``client_id``; NotFoundError when there is none."""
-    client = query_client(client_id)
+    """The client with ``client_id``, attached to the session; NotFoundError when none."""
+    client = None
+    if _check_client_id(client_id):
+        client = db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
     if client is None:
         raise NotFoundError(client_id)
     return client
 
 
-def query_client(client_id: object) -> Client | None:
-    """Look a client up by ``client_id`` (None for unknown or malformed ids)."""
+def _check_client_id(client_id: object) -> bool:
     # PostgreSQL text cannot hold NUL: such an id would be a driver error (500), not a miss.
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64 or "\x00" in client_id:
+    return isinstance(client_id, str) and 0 < len(client_id) <= 64 and "\x00" not in client_id
+
+
+def query_client(client_id: object) -> Client | None:
+    """Look a client up for authentication (a detached, read-only record; None if unknown)."""
+    if not _check_client_id(client_id):
         return None
-    return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
+    return read_one(Client, Client.client_id == client_id)
 
 
 def list_clients(*, enabled: bool | None = None, name: str | None = None,

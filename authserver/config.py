@@ -84,6 +84,8 @@ ADMIN_WRITE_RATE_LIMIT = "40/day"
 MAX_API_KEY_VALIDITY_DAYS = 730
 #: Where counters live: "memory://" (one process) or "redis://127.0.0.1:6379" (shared).
 RATELIMIT_STORAGE_URI = "memory://"
+#: Prefix of the counters' keys (several deployments can share one Redis).
+RATELIMIT_KEY_PREFIX = "authserver"
 #: One JSON log line per request (request id, path, status, time; never credentials).
 ACCESS_LOG = False
 #: Callable returning the current time as an aware UTC datetime (tests inject a clock).

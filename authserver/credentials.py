@@ -48,7 +48,9 @@ def query_credential(value: object) -> Credential | None:
 
 def is_revoked(jti: str) -> bool:
     """True when the JWT with ``jti`` was revoked."""
-    return db.session.scalar(sa.select(RevokedToken.id).where(RevokedToken.jti == jti)) is not None
+    with db.engine.connect() as connection:
+        found = connection.execute(sa.select(RevokedToken.id).where(RevokedToken.jti == jti))
+        return found.first() is not None
 
 
 def holds_introspect_scope(client) -> bool:

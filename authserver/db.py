@@ -73,6 +73,19 @@ def init_app(app) -> None:
             watchdog.watch(db.engine, float(app.config["DB_REQUEST_TIMEOUT"]))
 
 
+def read_one(model, *criteria):
+    """One row of ``model`` as a detached instance, read with SQLAlchemy Core outside the
+    ORM session: the lookup on every authentication path, where the session's unit of work
+    (identity map, flush, teardown rollback) would cost more than the query itself.
+
+    The instance is for reading; services that change a record load it with the session.
+    """
+    table = model.__table__
+    with db.engine.connect() as connection:
+        row = connection.execute(sa.select(table).where(*criteria).limit(1)).mappings().first()
+    return model(**row) if row is not None else None
+
+
 def alembic_config() -> Config:
     """An Alembic config bound to the current app's database."""
     config = Config()

@@ -217,7 +217,7 @@ def es256_signing(app, clock):
     """Make a fresh ES256 key the active signing key for this test only."""
     with app.app_context():
         key = keys.create_signing_key("ES256", state=keys.ACTIVE)
-        key.activated_at = clock.now + timedelta(days=3650)  # newest active key wins
+        key.activated_at = clock.now  # in force now, and the most recently activated
         kid = key.kid
         db.session.commit()
     yield kid
