@@ -11,7 +11,9 @@ import base64
 import json
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,6 +93,37 @@ class _StrictPyJWT(jwt.PyJWT):
         return payload
 
 
+class VerifiedTokens:
+    """Tokens whose signature verified, with their kid and claims (bounded, least recent out)."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[str, dict[str, Any]] | None:
+        """The cached (kid, claims) of ``token``, if any."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: tuple[str, dict[str, Any]]) -> None:
+        """Remember a verified token."""
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[token] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def pop(self, token: str) -> None:
+        """Forget a token."""
+        with self._lock:
+            self._entries.pop(token, None)
+
+
 class AccessTokenVerifier:
     """Validates RFC 9068 access tokens from one issuer for this resource server's audiences."""
 
@@ -103,6 +136,7 @@ class AccessTokenVerifier:
         algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
+        verified_cache_size: int = 10_000,
     ) -> None:
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be a non-empty string")
@@ -121,12 +155,34 @@ class AccessTokenVerifier:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         self._jwt = _StrictPyJWT()
+        self._verified = VerifiedTokens(verified_cache_size)
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid access token (RFC 9068 §4); raise ``InvalidToken`` otherwise.
 
         ``JWKSUnavailable`` passes through: the issuer's keys cannot be had, which is not the token's fault.
+        A token verified before is not decoded again: its key must still be in the JWKS (so a key
+        removed from the set stops its tokens, JW05) and its claims pass every claim check again
+        on this clock (expiry included); only the signature check is skipped.
         """
+        cached = self._verified.get(token)
+        if cached is not None:
+            kid, claims = cached
+            try:
+                self.jwks.get_key(kid)
+                self.validate_claims(claims)
+            except UnknownKey as exc:
+                self._verified.pop(token)
+                raise InvalidToken(str(exc)) from exc
+            except InvalidToken:
+                self._verified.pop(token)
+                raise
+            return claims
+        claims, kid = self._verify_signed(token)
+        self._verified.put(token, (kid, claims))
+        return claims
+
+    def _verify_signed(self, token: str) -> tuple[dict[str, Any], str]:
         header = self.validate_header(token)
         try:
             key = self.jwks.get_key(header["kid"])
@@ -149,7 +205,7 @@ class AccessTokenVerifier:
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise InvalidToken(f"undecodable token: {type(exc).__name__}") from exc
         self.validate_claims(claims)
-        return claims
+        return claims, header["kid"]
 
     def validate_header(self, token: str) -> dict[str, Any]:
         """Check size, shape and the JOSE header (``typ``, ``alg``, ``kid``, ``crit``); return the header."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 import jwt
 import pytest

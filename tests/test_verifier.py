@@ -534,3 +534,25 @@ def test_RS18_cached_keys_keep_verifying_while_issuer_down(verifier, issuer_serv
 def test_constructor_validates_configuration(issuer, audiences, make_cache):
     with pytest.raises(ValueError):
         AccessTokenVerifier(issuer, audiences, make_cache())
+
+
+def test_JW05_verified_token_cache_drops_tokens_of_a_removed_key(verifier, keys, issuer_server,
+                                                                 cache_clock):
+    """A token verified once is served from the cache, but not after its key left the JWKS."""
+    token = keys["rsa"].mint(make_claims())
+    assert verifier.verify(token)
+    hits = issuer_server.hits["/jwks"]
+    assert verifier.verify(token)  # cached: no new fetch, no new signature check
+    assert issuer_server.hits["/jwks"] == hits
+    issuer_server.set_json("/jwks", {"keys": [keys["ec"].public_jwk]})
+    cache_clock.advance(300)
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+
+
+def test_verified_token_cache_never_accepts_a_tampered_copy(verifier, keys):
+    token = keys["rsa"].mint(make_claims())
+    assert verifier.verify(token)
+    head, payload, signature = token.split(".")
+    with pytest.raises(InvalidToken):
+        verifier.verify(f"{head}.{payload}.{signature[:-4]}AAAA")
