@@ -70,7 +70,7 @@ def query_api_key(key: object) -> ApiKey | None:
     malformed keys cost no query."""
     if not check_api_key_format(key):
         return None
-    return read_one(ApiKey, ApiKey.secret_hash == hash_secret(key))
+    return read_one(ApiKey, "secret_hash", hash_secret(key))
 
 
 def is_active(record: ApiKey, now: datetime | None = None) -> bool:

@@ -188,7 +188,7 @@ def query_client(client_id: object) -> Client | None:
     """Look a client up for authentication (a detached, read-only record; None if unknown)."""
     if not _check_client_id(client_id):
         return None
-    return read_one(Client, Client.client_id == client_id)
+    return read_one(Client, "client_id", client_id)
 
 
 def list_clients(*, enabled: bool | None = None, name: str | None = None,

@@ -73,16 +73,24 @@ def init_app(app) -> None:
             watchdog.watch(db.engine, float(app.config["DB_REQUEST_TIMEOUT"]))
 
 
-def read_one(model, *criteria):
-    """One row of ``model`` as a detached instance, read with SQLAlchemy Core outside the
-    ORM session: the lookup on every authentication path, where the session's unit of work
-    (identity map, flush, teardown rollback) would cost more than the query itself.
+_READ_ONE: dict[tuple, sa.Select] = {}
+
+
+def read_one(model, column: str, value: object):
+    """The row of ``model`` whose ``column`` equals ``value``, as a detached instance read
+    with SQLAlchemy Core outside the ORM session: the lookup on every authentication path,
+    where the session's unit of work would cost more than the query itself. The statement
+    is built once per (model, column).
 
     The instance is for reading; services that change a record load it with the session.
     """
-    table = model.__table__
+    statement = _READ_ONE.get((model, column))
+    if statement is None:
+        table = model.__table__
+        statement = sa.select(table).where(table.c[column] == sa.bindparam("value")).limit(1)
+        _READ_ONE[(model, column)] = statement
     with db.engine.connect() as connection:
-        row = connection.execute(sa.select(table).where(*criteria).limit(1)).mappings().first()
+        row = connection.execute(statement, {"value": value}).mappings().first()
     return model(**row) if row is not None else None
 
 

@@ -32,8 +32,8 @@ NO_RATE_LIMITS = {name: "" for name in ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_L
                                         "INTROSPECTION_RATE_LIMIT", "ADMIN_WRITE_RATE_LIMIT")}
 #: application_name of this process's own connections (left out of connection counts).
 TEST_APPLICATION = "fault-tests"
-#: RL1: check a pooled connection before use, give up connecting after 2 s.
-RESILIENT_ENGINE = json.dumps({"pool_pre_ping": True, "connect_args": {"connect_timeout": 2}})
+#: SQLALCHEMY_ENGINE_OPTIONS that ping a pooled connection before each use (RL1 compares).
+PRE_PING = json.dumps({"pool_pre_ping": True})
 SMS = {"messages": [{"destinations": [{"to": "41793026727"}], "content": {"text": "hi"},
                      "sender": "demo"}]}
 

@@ -247,10 +247,6 @@ def test_TE16_SC07_parse_scope_accepts_exactly_the_syntax(cases, value):
     without repeats."""
     cases()
     names = value.split(" ")
-    # Known bug, pinned by test_TE16_scope_name_with_trailing_newline_is_refused: the name
-    # regex ends in "$", which also matches before one trailing newline. Drop this line
-    # together with that test's xfail once fixed.
-    assume(not any(name.endswith("\n") and NAME_SYNTAX.fullmatch(name[:-1]) for name in names))
     well_formed = len(names) <= 200 and all(
         NAME_SYNTAX.fullmatch(name) and len(name) <= 128 for name in names)
     if value == "":
@@ -262,12 +258,6 @@ def test_TE16_SC07_parse_scope_accepts_exactly_the_syntax(cases, value):
             parse_scope(value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "authserver.scopes.SCOPE_NAME_RE ends in '$' and is applied with .match(), and '$' also "
-    "matches before a trailing newline: check_scope_name('sms:manage\\n') is True and "
-    "parse_scope('sms:manage\\n') returns ['sms:manage\\n'] (TE16: newline is not in the "
-    "scope syntax; an operator's scopes.toml could register such a name). Fix: "
-    "SCOPE_NAME_RE.fullmatch(name) in check_scope_name (or end the pattern with \\Z)."))
 @pytest.mark.parametrize("value", ["sms:manage\n", "message:send\n",
                                    "sms:logs:read\n sms:manage"])
 def test_TE16_scope_name_with_trailing_newline_is_refused(value):
