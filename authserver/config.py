@@ -20,8 +20,9 @@ DEFAULT_AUDIENCE = None
 #: Database URL; None means a SQLite file in the instance folder.
 SQLALCHEMY_DATABASE_URI = None
 #: Pool settings (e.g. {"pool_size": 10}). On PostgreSQL, connect_timeout defaults to 5 s.
-#: Leave pool_pre_ping off: its ping runs before DB_REQUEST_TIMEOUT applies and can hang on
-#: a frozen server; a dead pooled connection costs one 503, then the pool is replaced.
+#: With PostgreSQL, "pool_pre_ping": True is honoured by a ping inside DB_REQUEST_TIMEOUT
+#: (SQLAlchemy's own would run outside it); without it a dead pooled connection costs one
+#: 503, then the pool is replaced.
 SQLALCHEMY_ENGINE_OPTIONS: dict = {}
 #: Seconds a PostgreSQL transaction may hold its connection before the watchdog severs it
 #: (a hung database then answers 503, not a request that waits forever); 0 disables.
@@ -107,7 +108,15 @@ def load_config(app: Flask, test_config: dict | None = None,
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{db_file}"
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-        options["connect_args"] = {"connect_timeout": 5, **options.get("connect_args", {})}
+        # A new connection may not take longer than a whole transaction may (libpq: seconds).
+        deadline = app.config["DB_REQUEST_TIMEOUT"] or 5
+        connect_timeout = max(1, int(min(5, deadline)))
+        options["connect_args"] = {"connect_timeout": connect_timeout,
+                                   **options.get("connect_args", {})}
+        if options.pop("pool_pre_ping", False) and app.config["DB_REQUEST_TIMEOUT"]:
+            # SQLAlchemy's pre-ping would run outside the watchdog's deadline and can hang
+            # on a frozen server: the watchdog pings inside the deadline instead.
+            app.config["DB_PING_ON_CHECKOUT"] = True
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not app.config["ISSUER"]:
         app.config["ISSUER"] = default_issuer

@@ -47,7 +47,8 @@ def query_credential(value: object) -> Credential | None:
 
 
 def is_revoked(jti: str) -> bool:
-    """True when the JWT with ``jti`` was revoked."""
+    """True when the JWT with ``jti`` was revoked (own connection: call it outside a
+    session transaction)."""
     with db.engine.connect() as connection:
         found = connection.execute(sa.select(RevokedToken.id).where(RevokedToken.jti == jti))
         return found.first() is not None
@@ -67,7 +68,9 @@ def revoke_jti(jti: str, client_id: str, exp: int) -> None:
     now = utcnow()
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.text("SELECT pg_advisory_xact_lock(7342002)"))
-    if is_revoked(jti):
+    # Checked on the session's own connection: taking a second pooled connection while this
+    # transaction holds the lock lets concurrent revocations exhaust the pool and deadlock.
+    if db.session.scalar(sa.select(RevokedToken.id).where(RevokedToken.jti == jti)) is not None:
         db.session.commit()
         return
     prune_before = now - timedelta(seconds=current_app.config["LEEWAY"])

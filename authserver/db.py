@@ -70,7 +70,8 @@ def init_app(app) -> None:
         elif app.config["DB_REQUEST_TIMEOUT"]:
             from .db_watchdog import watchdog
 
-            watchdog.watch(db.engine, float(app.config["DB_REQUEST_TIMEOUT"]))
+            watchdog.watch(db.engine, float(app.config["DB_REQUEST_TIMEOUT"]),
+                           ping=app.config.get("DB_PING_ON_CHECKOUT", False))
 
 
 _READ_ONE: dict[tuple, sa.Select] = {}

@@ -31,14 +31,28 @@ class ConnectionWatchdog:
         self._lock = threading.Lock()
         self._pid: int | None = None
 
-    def watch(self, engine: Engine, timeout: float) -> None:
-        """Give every connection of ``engine`` ``timeout`` seconds per checkout."""
+    def watch(self, engine: Engine, timeout: float, ping: bool = False) -> None:
+        """Give every connection of ``engine`` ``timeout`` seconds per checkout.
+
+        ``ping`` replaces SQLAlchemy's pool_pre_ping, whose ping runs before the checkout
+        event and so outside any deadline: here the ping runs under the deadline, and a
+        failed ping makes the pool retry with a fresh connection (DisconnectionError).
+        """
 
         def on_checkout(dbapi_connection, record, proxy):
             self._ensure_thread()
             with self._lock:
                 self._deadlines[id(dbapi_connection)] = (dbapi_connection,
                                                          time.monotonic() + timeout)
+            if ping:
+                try:
+                    cursor = dbapi_connection.cursor()
+                    cursor.execute("SELECT 1")
+                    cursor.close()
+                except Exception as exc:  # noqa: BLE001 - any driver error: a dead connection
+                    with self._lock:
+                        self._deadlines.pop(id(dbapi_connection), None)
+                    raise sa.exc.DisconnectionError(type(exc).__name__) from exc
 
         def on_checkin(dbapi_connection, record):
             with self._lock:

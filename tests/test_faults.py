@@ -267,16 +267,6 @@ def test_RL1_frozen_database_answered_within_db_request_timeout(deployment, requ
     assert elapsed < 3 + 3, elapsed
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "With SQLALCHEMY_ENGINE_OPTIONS pool_pre_ping=True (a common setting) a frozen database "
-    "hangs the request until gunicorn's 30 s worker timeout kills the worker (client: dropped "
-    "connection): SQLAlchemy runs the pre-ping before the pool's 'checkout' event, where "
-    "db_watchdog arms DB_REQUEST_TIMEOUT. config.py only advises against pre-ping. Fix: take "
-    "pool_pre_ping out of the operator's options (warn) and ping inside the deadline instead: "
-    "the watchdog's checkout listener arms the deadline, then runs a cheap ping and raises "
-    "sqlalchemy.exc.DisconnectionError on failure, so the pool retries with a new connection "
-    "(SQLAlchemy's documented pessimistic disconnect handling); that also removes the one 503 "
-    "per stale connection after a database restart."))
 def test_RL1_frozen_database_with_pool_pre_ping_answered_in_time(deployment, request):
     """The same freeze with pool_pre_ping=True: still a 503 within DB_REQUEST_TIMEOUT."""
     answer, elapsed = frozen_database_answer(deployment, 8, DB_REQUEST_TIMEOUT="3",
@@ -561,6 +551,8 @@ def test_RL5_parallel_revocation_of_one_token_and_one_key(deployment, request):
 # --- RL6: kill -9 in the middle of writes ------------------------------------------------------
 
 def crash_rounds(deployment: Deployment, rounds: int, seed: int, request) -> None:
+    """``rounds`` crash rounds on one database, ``authserver init`` twice and a restart after
+    each; the invariants of check_after_crash, and no acknowledged write lost."""
     admin = deployment.client("account-management:manage sms:manage")
     owner = deployment.client("message:send")
     minter = deployment.client("message:send")
@@ -615,12 +607,15 @@ def test_RL6_kill_9_mid_write_many_rounds(long_variant, deployment, request):
 
 @pytest.fixture(scope="module")
 def load_stack(cluster, tmp_path_factory):
+    """One server (3 workers), the demo (2 workers) and 200 clients for every load level."""
     stack = LoadStack(cluster, tmp_path_factory.mktemp("load"))
     yield stack
     stack.close()
 
 
 def run_load(stack: LoadStack, clients: int, seconds: float, request) -> None:
+    """``clients`` threads, one client each, minting a token and sending an SMS with it for
+    ``seconds``; checks answers, sub, jti, worker RSS and database connections."""
     lock = threading.Lock()
     statuses: Counter = Counter()
     latencies: list[float] = []
