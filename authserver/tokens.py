@@ -10,9 +10,11 @@ from flask import current_app
 
 from .clock import epoch
 from .keys import ALGORITHMS, active_signing_key
+from .lru import LRUCache
 
 TOKEN_TYPE_HEADER = "at+jwt"  # RFC 9068 §2.1
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE_SIZE = 10_000
 
 
 def token_lifetime(client) -> int:
@@ -47,7 +49,31 @@ def encode_access_token(client, scopes: Sequence[str], audience: str) -> dict:
             "scope": scope}
 
 
+def _verified_tokens() -> LRUCache:
+    return current_app.extensions.setdefault("authserver.verified_tokens",
+                                             LRUCache(VERIFIED_CACHE_SIZE))
+
+
 def decode_access_token(token: str, published: Callable[[object], dict]) -> dict | None:
+    """Like ``verify_access_token``, checking a token's signature once: a token seen before
+    is accepted from the cache while its key is still published and its times still hold."""
+    if not isinstance(token, str):
+        return None
+    cache = _verified_tokens()
+    entry = cache.get(token)
+    if entry is not None:
+        kid, claims = entry
+        if kid in published(kid) and _check_times(claims, epoch(), current_app.config["LEEWAY"]):
+            return claims
+        cache.pop(token)
+        return None
+    claims = verify_access_token(token, published)
+    if claims is not None:
+        cache.put(token, (jwt.get_unverified_header(token)["kid"], claims))
+    return claims
+
+
+def verify_access_token(token: str, published: Callable[[object], dict]) -> dict | None:
     """Verify a token of ours against the published keys; return its claims or None.
 
     ``published(kid)`` returns the kid -> verification key mapping (refreshed for new kids). Checks signature, ``typ``, ``iss``,

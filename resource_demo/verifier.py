@@ -11,13 +11,13 @@ import base64
 import json
 import math
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jwt
+
+from authserver.lru import LRUCache
 
 from .jwks import ASYMMETRIC_ALGORITHMS, JWKSCache, UnknownKey
 
@@ -93,37 +93,6 @@ class _StrictPyJWT(jwt.PyJWT):
         return payload
 
 
-class VerifiedTokens:
-    """Tokens whose signature verified, with their kid and claims (bounded, least recent out)."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> tuple[str, dict[str, Any]] | None:
-        """The cached (kid, claims) of ``token``, if any."""
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is not None:
-                self._entries.move_to_end(token)
-            return entry
-
-    def put(self, token: str, entry: tuple[str, dict[str, Any]]) -> None:
-        """Remember a verified token."""
-        if self.max_entries <= 0:
-            return
-        with self._lock:
-            self._entries[token] = entry
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def pop(self, token: str) -> None:
-        """Forget a token."""
-        with self._lock:
-            self._entries.pop(token, None)
-
-
 class AccessTokenVerifier:
     """Validates RFC 9068 access tokens from one issuer for this resource server's audiences."""
 
@@ -155,7 +124,8 @@ class AccessTokenVerifier:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         self._jwt = _StrictPyJWT()
-        self._verified = VerifiedTokens(verified_cache_size)
+        # token -> (kid, claims) of tokens whose signature verified
+        self._verified: LRUCache[str, tuple[str, dict[str, Any]]] = LRUCache(verified_cache_size)
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid access token (RFC 9068 §4); raise ``InvalidToken`` otherwise.

@@ -268,14 +268,18 @@ def test_RL1_frozen_database_answered_within_db_request_timeout(deployment, requ
 
 
 def test_RL1_frozen_database_with_pool_pre_ping_answered_in_time(deployment, request):
-    """The same freeze with pool_pre_ping=True: still a 503 within DB_REQUEST_TIMEOUT."""
-    answer, elapsed = frozen_database_answer(deployment, 8, DB_REQUEST_TIMEOUT="3",
+    """The same freeze with pool_pre_ping=True (SQLAlchemy's own ping would run before the
+    pool's checkout event, outside the deadline): still a 503 bounded by DB_REQUEST_TIMEOUT
+    (one deadline for the ping, one for the fresh connection the pool then tries)."""
+    answer, elapsed = frozen_database_answer(deployment, 12, DB_REQUEST_TIMEOUT="3",
                                              SQLALCHEMY_ENGINE_OPTIONS=PRE_PING)
     observe(request, input="SIGSTOP of postmaster and backends, warm pool, pool_pre_ping, "
                            "DB_REQUEST_TIMEOUT 3 s",
-            observed="no answer within 8 s" if answer is None
+            observed="no answer within 12 s" if answer is None
             else f"{answer.status_code} after {elapsed:.1f} s")
-    assert answer is not None and answer.status_code == 503, "no 503 within 8 s"
+    assert answer is not None, "no answer within 12 s"
+    assert_outage_answer("token", answer)
+    assert elapsed < 2 * 3 + 3, elapsed
 
 
 # --- RL2: signing-key rotation under load ------------------------------------------------------
