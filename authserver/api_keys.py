@@ -189,11 +189,14 @@ def create_api_key(*, name: object, scopes: object, actor: str, valid_from: obje
     return record, secret
 
 
-def get_api_key(key_id: object) -> ApiKey:
-    """The key with ``key_id`` (32 uppercase hex); NotFoundError otherwise."""
+def get_api_key(key_id: object, for_update: bool = False) -> ApiKey:
+    """The key with ``key_id`` (32 uppercase hex); NotFoundError otherwise.
+
+    ``for_update`` locks the row (PostgreSQL) so concurrent changes apply one after another.
+    """
     record = None
     if isinstance(key_id, str) and KEY_ID_RE.match(key_id):
-        record = db.session.get(ApiKey, key_id)
+        record = db.session.get(ApiKey, key_id, with_for_update=for_update)
     if record is None:
         raise NotFoundError(str(key_id)[:64])
     return record
@@ -219,12 +222,16 @@ def update_api_key(key_id: str, *, actor: str, changes: dict,
     enabled); validated as a whole, audited, committed.
 
     With ``held_scopes`` (the caller's), the key's current and new scopes must be covered.
+    Disabling a key that is already disabled changes and records nothing.
     """
-    record = get_api_key(key_id)
+    record = get_api_key(key_id, for_update=True)
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise ValidationError({field: ["cannot be set"] for field in unknown})
     validate_grantable(parse_scope(record.scope), held_scopes)
+    if changes == {"enabled": False} and not record.enabled:
+        db.session.commit()
+        return record
     before = describe(record)
     errors: dict[str, list[str]] = {}
     values: dict = {}

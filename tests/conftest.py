@@ -24,6 +24,9 @@ from authserver import clients as client_service
 from authserver import keys
 from authserver.db import db, upgrade_database
 
+# docs/security.md from a run with AUTHSERVER_SECURITY_REPORT set (tests/report_plugin.py).
+pytest_plugins = ["report_plugin"]
+
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 ENCRYPTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 ISSUER = "https://auth.example.test"
