@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 
@@ -44,7 +46,12 @@ def run(factory: Callable[[], Flask], host: str, port: int, workers: int,
     Workers share Prometheus metrics through a fresh multiprocess directory.
     """
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="authserver-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="authserver-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # Only the master registers this; a worker's exit must not remove the shared files.
+        master = os.getpid()
+        atexit.register(lambda: os.getpid() == master
+                        and shutil.rmtree(metrics_dir, ignore_errors=True))
     options = {"bind": bind_address(host, port), "workers": workers, "worker_class": "sync",
                "graceful_timeout": 30, "timeout": 30, "child_exit": _child_exit,
                "accesslog": "-" if access_log else None,
