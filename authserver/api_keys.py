@@ -51,10 +51,14 @@ def _checksum(random_part: str) -> str:
     return _base62(zlib.crc32(random_part.encode()), CHECKSUM_LENGTH)
 
 
+def assemble_api_key(random_part: str) -> str:
+    """The key for a random part: prefix, the part, its checksum."""
+    return PREFIX + random_part + _checksum(random_part)
+
+
 def generate_api_key() -> str:
     """A new key secret: prefix, 190 random bits in base62, checksum."""
-    random_part = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_LENGTH))
-    return PREFIX + random_part + _checksum(random_part)
+    return assemble_api_key("".join(secrets.choice(ALPHABET) for _ in range(RANDOM_LENGTH)))
 
 
 def check_api_key_format(key: object) -> bool:

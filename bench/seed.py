@@ -13,12 +13,11 @@ import hashlib
 import os
 import secrets
 import time
-import zlib
 
 import psycopg
 from psycopg import sql
 
-from authserver.api_keys import ALPHABET, CHECKSUM_LENGTH, PREFIX, RANDOM_LENGTH
+from authserver.api_keys import ALPHABET, RANDOM_LENGTH, assemble_api_key
 from authserver.api_keys import check_api_key_format
 
 CHUNK = 50_000
@@ -26,20 +25,12 @@ CHUNK = 50_000
 _TO_BASE62 = bytes(ord(ALPHABET[b % 62]) for b in range(256))
 
 
-def _base62(number: int, length: int) -> str:
-    digits = []
-    for _ in range(length):
-        number, digit = divmod(number, 62)
-        digits.append(ALPHABET[digit])
-    return "".join(reversed(digits))
-
-
 def fake_api_keys(count: int):
     """``count`` well-formed API key secrets (prefix, random part, CRC-32 checksum)."""
     pool = os.urandom(count * RANDOM_LENGTH).translate(_TO_BASE62).decode()
     for i in range(count):
         random_part = pool[i * RANDOM_LENGTH:(i + 1) * RANDOM_LENGTH]
-        yield PREFIX + random_part + _base62(zlib.crc32(random_part.encode()), CHECKSUM_LENGTH)
+        yield assemble_api_key(random_part)
 
 
 def _columns(conn: psycopg.Connection, table: str) -> list[str]:
