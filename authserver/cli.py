@@ -36,6 +36,19 @@ def emit(data, as_json: bool, human=None) -> None:
             click.echo(line)
 
 
+def emit_rows(rows: list[dict], as_json: bool, line) -> None:
+    """Print a listing as a JSON array, or one ``line(row)`` per row."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(line(row))
+
+
+def _state(row: dict) -> str:
+    return f"{'enabled' if row['enabled'] else 'disabled':<8}"
+
+
 def fail(error: Exception) -> None:
     """Report a service error the way a shell user expects: stderr and exit status 1."""
     if isinstance(error, ValidationError):
@@ -175,13 +188,8 @@ def clients_create(name, scope, token_ttl, audiences, auth_method, jwks_file, as
 def clients_list(as_json):
     """List clients (never their secrets)."""
     rows, _ = client_service.list_clients(size=10**9)
-    data = [client_service.describe(client) for client in rows]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for row in data:
-        state = "enabled" if row["enabled"] else "disabled"
-        click.echo(f"{row['client_id']}  {state:<8}  {row['name']}  [{row['scope']}]")
+    emit_rows([client_service.describe(client) for client in rows], as_json,
+              lambda row: f"{row['client_id']}  {_state(row)}  {row['name']}  [{row['scope']}]")
 
 
 @clients_group.command("show")
@@ -262,14 +270,9 @@ def api_keys_create(name, scope, valid_from, valid_to, allowed_ips, as_json):
 def api_keys_list(as_json):
     """List keys (never their secrets)."""
     rows, _ = api_key_service.list_api_keys(size=10**9)
-    data = [api_key_service.describe(record) for record in rows]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for row in data:
-        state = "enabled" if row["enabled"] else "disabled"
-        click.echo(f"{row['id']}  {state:<8}  {row['name']}  until {row['validTo']}  "
-                   f"[{' '.join(row['scopeGuids'])}]")
+    emit_rows([api_key_service.describe(record) for record in rows], as_json,
+              lambda row: f"{row['id']}  {_state(row)}  {row['name']}  until {row['validTo']}  "
+                          f"[{' '.join(row['scopeGuids'])}]")
 
 
 @api_keys_group.command("show")
