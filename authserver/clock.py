@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from flask import current_app, has_app_context
@@ -28,17 +29,20 @@ def isoformat(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_isoformat(value: str) -> datetime:
-    """Parse ISO 8601 with ``Z`` or an offset; naive values are refused (ValueError)."""
-    if not isinstance(value, str) or len(value) > 40:
-        raise ValueError("not an ISO 8601 timestamp")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp needs a UTC offset or Z")
+#: The one input syntax for timestamps on every surface (admin API, CLI, web UI, demo API):
+#: an RFC 3339 date-time with ``Z`` or a numeric offset (``+00:00``). A time without a zone is
+#: refused everywhere, never guessed as UTC or local time.
+TIMESTAMP_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+                          r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def parse_isoformat(value: object) -> datetime:
+    """Parse a timestamp of ``TIMESTAMP_RE`` into aware UTC; ValueError for anything else
+    (no zone, another syntax, out of range)."""
+    if not isinstance(value, str) or TIMESTAMP_RE.fullmatch(value) is None:
+        raise ValueError("not an RFC 3339 timestamp with Z or an offset")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
-        return parsed.astimezone(timezone.utc)
-    except OverflowError:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # e.g. month 13, or beyond year 9999 once in UTC
         raise ValueError("timestamp out of range") from None

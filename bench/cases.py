@@ -1,8 +1,10 @@
 """The benchmark cases and the servers behind them, set up from scratch for one run.
 
-Main cases (always): the authorization server's ceiling, token endpoint (RS256 and ES256
-instances), introspection of a JWT and of an API key; the demo API's ``/healthz``, its
-send endpoint without the guard, with a JWT and with an API key.
+Main cases: the ceiling (a trivial Flask app served as ``authserver serve`` serves) and the
+limits (the ceiling plus one signature per algorithm); per configuration (SQLite, and the
+production one: PostgreSQL + Redis), the token endpoint of an RS256, an ES256 and an EdDSA
+instance and introspection of a JWT and of an API key; the resource guard on Flask and on
+FastAPI (``bench/guard_apps.py``): the same endpoint unguarded, with a JWT, with an API key.
 Scale cases (``--scale``): token and introspection on PostgreSQL with 1,000 API keys and
 1,000 clients, and with 1,000,000 API keys and 100,000 clients, interleaved.
 """
@@ -18,16 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import seed
-from .loadgen import Request
-from .servers import (
+from bench import seed
+from bench.loadgen import Request
+from bench.proofs import ProofFile, ProofMaker
+from bench.servers import (
     BenchError,
     Instance,
     PostgresDatabase,
+    RedisServer,
     Server,
     start_authserver,
-    start_demo,
-    start_unguarded_demo,
+    start_ceiling,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -38,6 +41,10 @@ SMS_BODY = json.dumps({"messages": [{"sender": "InfoSMS",
                                      "content": {"text": "Benchmark message"}}]})
 SMALL = {"api_keys": 1_000, "clients": 1_000}
 LARGE = {"api_keys": 1_000_000, "clients": 100_000}
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+#: Configurations of the main cases: case-name prefix and what it runs on.
+CONFIGURATIONS = {"sqlite": ("as", "SQLite, in-process counters"),
+                  "production": ("prod", "PostgreSQL + Redis")}
 
 Check = Callable[[int, bytes], "str | None"]
 
@@ -52,6 +59,18 @@ class Case:
     request: Request
     check: Check
     reference: str | None = None
+    limit: str | None = None  # the limit case of its algorithm (token cases)
+    #: DPoP cases: fresh proofs for every request (``bench/proofs.py``).
+    proofs: ProofFile | None = None
+    #: Requests per second last measured (sizes the next proof file).
+    last_rps: float = 0.0
+
+    def probe_request(self) -> Request:
+        """The request of a single checked probe (with a fresh proof for DPoP cases)."""
+        if self.proofs is None:
+            return self.request
+        return Request(self.request.method, self.request.path,
+                       {**self.request.headers, "DPoP": self.proofs.one()}, self.request.body)
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -90,9 +109,17 @@ def _json_check(predicate: Callable[[dict], bool], what: str) -> Check:
     return check
 
 
-def token_check(alg: str) -> Check:
-    return _json_check(lambda d: "access_token" in d and jwt_alg(d["access_token"]) == alg,
-                       f"an {alg} access token")
+def default_algorithm() -> str:
+    """The signing algorithm ``authserver init`` uses when not told (config SIGNING_ALG)."""
+    from authserver import config
+
+    return config.SIGNING_ALG
+
+
+def token_check(alg: str, token_type: str = "Bearer") -> Check:
+    return _json_check(lambda d: "access_token" in d and jwt_alg(d["access_token"]) == alg
+                       and d.get("token_type", token_type) == token_type,
+                       f"an {alg} {token_type} access token")
 
 
 ACTIVE = _json_check(lambda d: d.get("active") is True, '{"active": true, ...}')
@@ -104,11 +131,15 @@ class AuthorizationServer:
     """An authserver instance with a caller client, an introspecting client and an API key."""
 
     def __init__(self, root: Path, log_dir: Path, name: str, alg: str,
-                 database: PostgresDatabase | None, extra_env: dict):
-        self.instance = Instance(root, name, database, extra_env)
+                 database: PostgresDatabase | None, redis: RedisServer | None,
+                 extra_env: dict):
+        self.instance = Instance(root, name, database, extra_env, redis=redis)
         self.instance.init(alg)
         self.alg = alg
         self.caller = self.instance.create_client("bench caller", CALLER_SCOPE)
+        self.dpop_caller = self.instance.create_client("bench DPoP caller", CALLER_SCOPE,
+                                                       "--dpop-bound-access-tokens")
+        self.dpop_key = ProofMaker()
         self.guard = self.instance.create_client("bench resource server", GUARD_SCOPE)
         self.api_key_id, self.api_key = self.instance.create_api_key("bench key", CALLER_SCOPE)
         self.log_dir = log_dir
@@ -119,9 +150,7 @@ class AuthorizationServer:
         return self.server
 
     def token_request(self) -> Request:
-        return Request("POST", "/oauth2/token",
-                       {"Authorization": basic(*self.caller), "Content-Type": FORM},
-                       "grant_type=client_credentials")
+        return token_request(self.caller)
 
     def introspect_request(self, token: str) -> Request:
         return Request("POST", "/oauth2/introspect",
@@ -134,45 +163,81 @@ class AuthorizationServer:
             raise BenchError(f"token request failed: HTTP {status} {body[:300]!r}")
         return json.loads(body)["access_token"]
 
-    def ceiling(self) -> tuple[Request, str]:
-        """The cheapest unprotected JSON route: /healthz when the server has one."""
-        for path in ("/healthz", "/.well-known/oauth-authorization-server"):
-            request = Request("GET", path)
-            if send(self.server, request)[0] == 200:
-                return request, f"GET {path}"
-        raise BenchError("the authorization server answers neither /healthz nor its metadata")
+    def token_case(self, prefix: str, reference: str, suffix: str = "") -> Case:
+        return Case(f"{prefix}.token.{self.alg.lower()}",
+                    f"POST /oauth2/token, client_secret_basic, {self.alg}{suffix}",
+                    self.server, self.token_request(), token_check(self.alg), reference,
+                    limit=f"limit.{self.alg.lower()}")
+
+    def dpop_token_case(self, prefix: str, root: Path, suffix: str = "") -> Case:
+        """Token requests of a client registered with dpop_bound_access_tokens, each with a
+        fresh ES256 proof: ratio to the same server's Bearer token case."""
+        url = self.server.base_url + "/oauth2/token"
+        return Case(f"{prefix}.token.dpop",
+                    f"POST /oauth2/token, {self.alg}, DPoP-bound client, ES256 proof{suffix}",
+                    self.server, token_request(self.dpop_caller),
+                    token_check(self.alg, "DPoP"), f"{prefix}.token.{self.alg.lower()}",
+                    proofs=ProofFile(root / f"proofs-{prefix}.token.dpop", self.dpop_key,
+                                     "POST", url))
+
+    def dpop_access_token(self) -> str:
+        """A token bound to this instance's DPoP key."""
+        request = token_request(self.dpop_caller)
+        proof = self.dpop_key.make("POST", self.server.base_url + "/oauth2/token")
+        status, body = send(self.server, Request(request.method, request.path,
+                                                 {**request.headers, "DPoP": proof},
+                                                 request.body))
+        if status != 200:
+            raise BenchError(f"DPoP token request failed: HTTP {status} {body[:300]!r}")
+        return json.loads(body)["access_token"]
+
+    def introspection_cases(self, prefix: str, reference: str, suffix: str = "") -> list[Case]:
+        return [Case(f"{prefix}.introspect.jwt", f"POST /oauth2/introspect, a JWT ({self.alg})"
+                     + suffix, self.server, self.introspect_request(self.access_token()),
+                     ACTIVE, reference),
+                Case(f"{prefix}.introspect.apikey", "POST /oauth2/introspect, an API key"
+                     + suffix, self.server, self.introspect_request(self.api_key), ACTIVE,
+                     reference)]
 
     def cases(self, prefix: str, *, introspection: bool = True,
               with_ceiling: bool = True) -> list[Case]:
-        """Ceiling, token and (optionally) both introspection cases of this instance."""
+        """Own ceiling (/healthz), token and (optionally) both introspections (scale cases)."""
         cases = []
         ceiling = f"{prefix}.ceiling"
         if with_ceiling:
-            request, label = self.ceiling()
-            cases.append(Case(ceiling, f"{label} (ceiling)", self.server, request, ANY_JSON))
-        cases.append(Case(f"{prefix}.token.{self.alg.lower()}",
-                          f"POST /oauth2/token, client_secret_basic, {self.alg}",
-                          self.server, self.token_request(), token_check(self.alg), ceiling))
+            cases.append(Case(ceiling, "GET /healthz (this server's cheapest route)",
+                              self.server, Request("GET", "/healthz"), ANY_JSON))
+        cases.append(self.token_case(prefix, ceiling))
         if introspection:
-            cases.append(Case(f"{prefix}.introspect.jwt", "POST /oauth2/introspect, a JWT",
-                              self.server, self.introspect_request(self.access_token()),
-                              ACTIVE, ceiling))
-            cases.append(Case(f"{prefix}.introspect.apikey",
-                              "POST /oauth2/introspect, an API key", self.server,
-                              self.introspect_request(self.api_key), ACTIVE, ceiling))
+            cases += self.introspection_cases(prefix, ceiling)
         return cases
+
+
+def sms_request(credential: str | None) -> Request:
+    """The guarded endpoint's request, with ``credential`` as its Authorization header."""
+    headers = {"Content-Type": "application/json"}
+    if credential:
+        headers["Authorization"] = credential
+    return Request("POST", "/sms/3/messages", headers, SMS_BODY)
+
+
+def token_request(caller: tuple[str, str]) -> Request:
+    """The token request every token, ceiling and limit case sends."""
+    return Request("POST", "/oauth2/token",
+                   {"Authorization": basic(*caller), "Content-Type": FORM},
+                   "grant_type=client_credentials")
 
 
 class Environment:
     """Every process and database of one run; ``close()`` stops and drops them all."""
 
-    def __init__(self, root: Path, database: str, extra_env: dict):
+    def __init__(self, root: Path, extra_env: dict):
         self.root = root
         self.log_dir = root / "logs"
         self.log_dir.mkdir()
-        self.database = database
         self.extra_env = extra_env
         self.databases: list[PostgresDatabase] = []
+        self.redis: RedisServer | None = None
         self.servers: list[Server] = []
         self.notes: dict = {}
 
@@ -182,41 +247,124 @@ class Environment:
         self.notes.setdefault("postgresql", database.version())
         return database
 
-    def _authserver(self, name: str, alg: str, database: PostgresDatabase | None
-                    ) -> AuthorizationServer:
-        return AuthorizationServer(self.root, self.log_dir, name, alg, database, self.extra_env)
+    def _redis(self) -> RedisServer:
+        if self.redis is None:
+            self.redis = RedisServer(self.log_dir)
+            self.notes["redis"] = self.redis.version()
+        return self.redis
+
+    def _authserver(self, name: str, alg: str, database: PostgresDatabase | None,
+                    redis: RedisServer | None = None) -> AuthorizationServer:
+        return AuthorizationServer(self.root, self.log_dir, name, alg, database, redis,
+                                   self.extra_env)
 
     def _start(self, server: Server) -> Server:
         self.servers.append(server)
         return server
 
-    def main_cases(self) -> list[Case]:
-        """Authorization server (RS256 and ES256 instances) and demo API cases."""
-        pg = self.database == "postgresql"
-        rs = self._authserver("rs256", "RS256", self._database("rs256") if pg else None)
-        es = self._authserver("es256", "ES256", self._database("es256") if pg else None)
-        self._start(rs.start())
-        self._start(es.start())
-        demo = self._start(start_demo(rs.server.base_url, *rs.guard, self.log_dir))
-        unguarded = self._start(start_unguarded_demo(self.log_dir))
-        send_headers = {"Content-Type": "application/json"}
+    def ceiling_cases(self) -> list[Case]:
+        """The trivial app (ceiling) and the ceiling plus one signature per algorithm."""
+        server = self._start(start_ceiling(self.log_dir))
+        shape = token_request(("bench-client", "bench-secret"))
+        cases = [Case("ceiling", "trivial Flask endpoint, served as `authserver serve` serves",
+                      server, Request(shape.method, "/ceiling", shape.headers, shape.body),
+                      ANY_JSON)]
+        for alg in ALGORITHMS:
+            cases.append(Case(f"limit.{alg.lower()}", f"ceiling + one {alg} signature",
+                              server, Request(shape.method, f"/limit/{alg}", shape.headers,
+                                              shape.body), token_check(alg), "ceiling"))
+        return cases
 
-        def sms(credential: str | None) -> Request:
-            headers = dict(send_headers, **({"Authorization": credential} if credential else {}))
-            return Request("POST", "/sms/3/messages", headers, SMS_BODY)
+    def configuration_cases(self, configuration: str) -> tuple[list[Case], AuthorizationServer]:
+        """Token (each algorithm) and introspection cases of one configuration; the
+        instance with the default algorithm (the guard's issuer)."""
+        prefix, what = CONFIGURATIONS[configuration]
+        production = configuration == "production"
+        redis = self._redis() if production else None
+        default = default_algorithm()
+        suffix = f"; {what}" if production else ""
+        servers = {}
+        for alg in ALGORITHMS:
+            name = f"{prefix}-{alg.lower()}"
+            servers[alg] = self._authserver(name, alg, self._database(name) if production
+                                            else None, redis)
+            self._start(servers[alg].start())
+        cases = []
+        if not production:
+            cases.append(Case(f"{prefix}.healthz", "GET /healthz of `authserver serve`",
+                              servers[default].server, Request("GET", "/healthz"), ANY_JSON,
+                              "ceiling"))
+        cases += [servers[alg].token_case(prefix, "ceiling", suffix) for alg in ALGORITHMS]
+        cases.append(servers[default].dpop_token_case(prefix, self.root, suffix))
+        cases += servers[default].introspection_cases(prefix, "ceiling", suffix)
+        return cases, servers[default]
 
-        cases = rs.cases("as")
-        cases.insert(2, es.cases("as", introspection=False, with_ceiling=False)[0])
-        cases += [
-            Case("demo.healthz", "GET /healthz (demo ceiling)", demo, Request("GET", "/healthz"),
-                 ANY_JSON),
-            Case("demo.send.unguarded", "POST /sms/3/messages, no guard (baseline)",
-                 unguarded, sms(None), SENT, "demo.healthz"),
-            Case("demo.send.jwt", "POST /sms/3/messages, Bearer JWT (RS256)", demo,
-                 sms(f"Bearer {rs.access_token()}"), SENT, "demo.send.unguarded"),
-            Case("demo.send.apikey", "POST /sms/3/messages, App key (cached <= 5 s)", demo,
-                 sms(f"App {rs.api_key}"), SENT, "demo.send.unguarded"),
-        ]
+    def variant_cases(self, configuration: str, variant: str, env: dict) -> list[Case]:
+        """The default algorithm's token and introspection cases of ``configuration`` on an
+        instance with ``env`` added (a lever switched on or off), named ``<case>+<variant>``."""
+        prefix, what = CONFIGURATIONS[configuration]
+        production = configuration == "production"
+        name = f"{prefix}-{variant}"
+        settings = ", ".join(f"{key.removeprefix('AUTHSERVER_')}={value}"
+                             for key, value in env.items())
+        server = AuthorizationServer(self.root, self.log_dir, name, default_algorithm(),
+                                     self._database(name) if production else None,
+                                     self._redis() if production else None,
+                                     dict(self.extra_env, **env))
+        self._start(server.start())
+        suffix = (f"; {what}" if production else "") + f"; {settings}"
+        cases = [server.token_case(prefix, "ceiling", suffix),
+                 *server.introspection_cases(prefix, "ceiling", suffix)]
+        for case in cases:
+            case.name += f"+{variant}"
+        return cases
+
+    def main_cases(self, configurations: list[str],
+                   variants: dict[str, dict] | None = None) -> list[Case]:
+        """Ceiling and limits, each configuration's cases (and its variants), the guard's."""
+        cases = self.ceiling_cases()
+        instances = []
+        for configuration in configurations:
+            more, instance = self.configuration_cases(configuration)
+            cases += more
+            for variant, env in (variants or {}).items():
+                cases += self.variant_cases(configuration, variant, env)
+            instances.append(instance)
+        cases += self.guard_cases(instances[0])
+        return cases
+
+    def guard_cases(self, issuer: AuthorizationServer) -> list[Case]:
+        """The guard's cost on each adapter: ``bench/guard_apps.py``'s send endpoint on Flask
+        (gunicorn) and FastAPI (uvicorn), unguarded and with a JWT or a cached API key."""
+        from bench.guard_frameworks import FRAMEWORKS, start_app
+        from bench.servers import _clean_environment
+
+        env = dict(_clean_environment(), GUARD_ISSUER=issuer.server.base_url,
+                   GUARD_CLIENT_ID=issuer.guard[0], GUARD_CLIENT_SECRET=issuer.guard[1])
+        credentials = {"jwt": f"Bearer {issuer.access_token()}", "apikey": f"App {issuer.api_key}"}
+        labels = {"flask": "Flask, gunicorn", "fastapi": "FastAPI, uvicorn"}
+        cases = []
+        for framework in FRAMEWORKS:
+            unguarded = self._start(start_app(framework, False, env, self.log_dir))
+            guarded = self._start(start_app(framework, True, env, self.log_dir))
+            base = f"guard.{framework}.unguarded"
+            cases.append(Case(base, f"POST /sms/3/messages, no guard ({labels[framework]})",
+                              unguarded, sms_request(None), SENT))
+            for kind, what in (("jwt", f"Bearer JWT ({issuer.alg})"),
+                               ("apikey", "App key (cached)")):
+                cases.append(Case(f"guard.{framework}.{kind}",
+                                  f"POST /sms/3/messages, {what} ({labels[framework]})",
+                                  guarded, sms_request(credentials[kind]), SENT, base))
+            if framework == "flask":
+                bound = issuer.dpop_access_token()
+                cases.append(Case(
+                    "guard.flask.dpop",
+                    f"POST /sms/3/messages, DPoP-bound JWT ({issuer.alg}) + ES256 proof "
+                    f"({labels[framework]})", guarded, sms_request(f"DPoP {bound}"), SENT,
+                    "guard.flask.jwt",
+                    proofs=ProofFile(self.root / "proofs-guard.flask.dpop", issuer.dpop_key,
+                                     "POST", guarded.base_url + "/sms/3/messages",
+                                     access_token=bound)))
         return cases
 
     def scale_cases(self) -> list[Case]:
@@ -245,6 +393,8 @@ class Environment:
                 server.stop()
             except OSError as exc:
                 print(f"warning: stopping {server.label}: {exc}")
+        if self.redis is not None:
+            self.redis.stop()
         for database in self.databases:
             try:
                 database.drop()

@@ -26,12 +26,21 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_case.lua"
 
 @dataclass(frozen=True)
 class Request:
-    """What every request of a case looks like."""
+    """What every request of a case looks like; with ``proofs`` (a file of DPoP proofs, one a
+    line) each request also sends the next unused line as its ``DPoP`` header."""
 
     method: str
     path: str
     headers: dict = field(default_factory=dict)
     body: str = ""
+    proofs: str = ""
+
+
+def read_proofs(request: Request) -> list[str]:
+    """The request's DPoP proofs, in order (none without a proof file)."""
+    if not request.proofs:
+        return []
+    return Path(request.proofs).read_text(encoding="ascii").split()
 
 
 @dataclass
@@ -90,7 +99,7 @@ class WrkLoad:
         with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
             out = Path(tmp) / "result.json"
             env = dict(os.environ, BENCH_METHOD=request.method, BENCH_BODY=request.body,
-                       BENCH_OUT=str(out),
+                       BENCH_OUT=str(out), BENCH_PROOFS=request.proofs,
                        BENCH_HEADERS="\n".join(f"{k}: {v}" for k, v in request.headers.items()))
             command = [wrk_path() or "wrk", "-t", str(min(self.threads, connections)),
                        "-c", str(connections), "-d", f"{max(1, round(duration))}s",
@@ -113,21 +122,31 @@ class WrkLoad:
 
 
 def _python_process(args) -> dict:
-    """One load process: ``threads`` keep-alive connections until ``deadline``."""
-    host, port, request, threads, deadline = args
+    """One load process: ``threads`` keep-alive connections until ``deadline``; each request
+    takes the next of ``proofs`` when there are any."""
+    host, port, request, threads, deadline, proofs = args
     latencies: list[list[float]] = [[] for _ in range(threads)]
     bad = [0] * threads
     errors = [0] * threads
     bad_status = [0] * threads
     body = request.body.encode() if request.body else None
+    unused = iter(proofs)
+    lock = threading.Lock()
+
+    def headers() -> dict:
+        if not proofs:
+            return request.headers
+        with lock:
+            proof = next(unused, proofs[-1])  # past the end: a replay, counted as non-2xx
+        return {**request.headers, "DPoP": proof}
 
     def loop(index: int) -> None:
         connection = http.client.HTTPConnection(host, port, timeout=5)
         while time.monotonic() < deadline:
+            sent = headers()
             started = time.perf_counter()
             try:
-                connection.request(request.method, request.path, body=body,
-                                   headers=request.headers)
+                connection.request(request.method, request.path, body=body, headers=sent)
                 response = connection.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):
@@ -169,10 +188,12 @@ class PythonLoad:
                   for i in range(processes)]
         started = time.monotonic()
         deadline = started + duration
+        proofs = read_proofs(request)
         context = multiprocessing.get_context("spawn")
         with context.Pool(processes) as pool:
             parts = pool.map(_python_process,
-                             [(host, int(port), request, share, deadline) for share in shares])
+                             [(host, int(port), request, share, deadline, proofs[i::processes])
+                              for i, share in enumerate(shares)])
         seconds = time.monotonic() - started
         latencies = sorted(x for part in parts for x in part["latencies"])
         if not latencies:

@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-HANDLER_FRAME = "SyncWorker.handle ("  # gunicorn sync worker: one request
+# One request's frame: gunicorn's sync worker, or its thread worker (authserver serve's
+# BufferingThreadWorker calls ThreadWorker.handle).
+HANDLER_FRAMES = ("SyncWorker.handle (", "ThreadWorker.handle (")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -26,8 +28,12 @@ def py_spy() -> str | None:
 
 
 def start(master_pid: int, out: Path, duration: float, rate: int = 250) -> subprocess.Popen:
-    """Begin sampling the master's worker processes for ``duration`` seconds."""
-    command = [py_spy(), "record", "--pid", str(master_pid), "--subprocesses",
+    """Begin sampling the master's worker processes for ``duration`` seconds.
+
+    ``--gil``: only the thread holding the GIL is sampled, so the profile is where the CPU
+    goes; a thread worker's other threads waiting for the GIL (after a socket write or a
+    getrandom call released it) would otherwise pile up on those frames."""
+    command = [py_spy(), "record", "--pid", str(master_pid), "--subprocesses", "--gil",
                "--rate", str(rate), "--nonblocking", "--format", "raw", "--output", str(out),
                "--duration", str(max(1, round(duration)))]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -65,7 +71,7 @@ def summarise(raw: Path, root: Path, top: int = 25) -> str:
         n = int(count)
         total += n
         frames = [_short(f, root) for f in stack.split(";")]
-        starts = [i for i, f in enumerate(frames) if f.startswith(HANDLER_FRAME)]
+        starts = [i for i, f in enumerate(frames) if f.startswith(HANDLER_FRAMES)]
         if not starts:
             continue
         frames = frames[starts[0] + 1:] or frames[-1:]

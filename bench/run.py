@@ -1,16 +1,18 @@
-"""Benchmark the authorization server and the demo API in one run, on 127.0.0.1 only.
+"""Benchmark the authorization server and the resource guard in one run, on 127.0.0.1 only.
 
-    python bench/run.py [--duration 10] [--repeat 3] [--database postgresql] [--scale]
+    python bench/run.py [--duration 10] [--repeat 3] [--configs sqlite,production] [--scale]
 
-Starts everything itself (gunicorn, two sync workers per server, fresh instance folders
-and databases), measures every case in interleaved rounds with wrk (or a Python load
-generator), prints medians and ratios, checks them against the goals of issues 4 and 7,
-writes bench/results/*.json and, with --markdown, the table of docs/benchmarks.md.
+Starts everything itself (the ceiling app, ``authserver serve`` per algorithm and
+configuration, the guard on Flask and FastAPI, fresh instance folders, databases and a
+private Redis), measures every case in interleaved rounds with wrk (or a Python load generator), prints
+medians and CPU ratios to the ceiling, checks them against the goals of issue 19, writes
+bench/results/*.json and, with --markdown, the table of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import os
 import resource
@@ -25,9 +27,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"  # noqa: A001 - lets `python bench/run.py` use relative imports
 
-from . import loadgen, profiling, report  # noqa: E402
-from .cases import Case, Environment, send  # noqa: E402
-from .servers import BenchError  # noqa: E402
+from bench import loadgen, profiling, report  # noqa: E402
+from bench.cases import CONFIGURATIONS, Case, Environment, send  # noqa: E402
+from bench.servers import BenchError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -35,7 +37,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark authserver and resource_demo.")
+    parser = argparse.ArgumentParser(description="Benchmark authserver and its resource guard.")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="measured seconds per case and round (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -43,9 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--repeat", type=int, default=3,
                         help="interleaved rounds over all cases; medians are reported")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
-                        help="store of the main cases (postgresql: a fresh database on "
-                             "127.0.0.1:5432, dropped at the end)")
+    parser.add_argument("--configs", default="sqlite,production",
+                        help="configurations of the main cases, comma-separated: sqlite "
+                             "(in-process counters) and/or production (a fresh PostgreSQL "
+                             "database per server on 127.0.0.1:5432, dropped at the end, and "
+                             "a private redis-server for the counters)")
     parser.add_argument("--scale", action="store_true",
                         help="add the PostgreSQL cases with 1k and with 1M API keys "
                              "(100k clients); seeding takes about a minute")
@@ -63,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rewrite the results section of docs/benchmarks.md")
     parser.add_argument("--authserver-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the authorization servers (repeatable)")
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME:SETTING=VALUE[,SETTING=VALUE]",
+                        help="also measure the default algorithm's token and introspection "
+                             "cases on instances with these AUTHSERVER_* settings (cases "
+                             "named <case>+NAME), interleaved with the rest: a lever switched "
+                             "on or off, measured in the same rounds (repeatable)")
     parser.add_argument("--merge", nargs="+", metavar="RESULT_JSON",
                         help="measure nothing: pool the rounds of earlier runs' JSON files, "
                              "print (and with --markdown record) their medians")
@@ -73,33 +83,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def probe(case: Case) -> None:
     """One request checked for the right answer: a case measuring errors is no case."""
-    status, body = send(case.server, case.request)
+    status, body = send(case.server, case.probe_request())
     problem = case.check(status, body)
     if problem:
         raise BenchError(f"{case.name}: {problem}\n{case.server.log_tail(15)}")
 
 
+#: Requests per second assumed for a DPoP case before its first measurement (sizes its proofs).
+DEFAULT_PROOF_RPS = 1500
+
+
+def with_proofs(case: Case, seconds: float):
+    """The case's request; for a DPoP case with a file of fresh proofs, enough for ``seconds``
+    at half again the last measured rate (a shortfall shows as replays refused, non-2xx)."""
+    if case.proofs is None:
+        return case.request
+    count = int((case.last_rps or DEFAULT_PROOF_RPS) * (seconds + 1) * 1.5) + 200
+    return dataclasses.replace(case.request, proofs=case.proofs.refill(count))
+
+
 def measure(load, case: Case, args) -> dict:
     """Warm up, then measure one interval of ``case``."""
     if args.warmup > 0:
-        load.run(case.server.base_url, case.request, args.warmup, args.connections)
-    database = case.server.database
+        warm = load.run(case.server.base_url, with_proofs(case, args.warmup), args.warmup,
+                        args.connections)
+        case.last_rps = max(case.last_rps, warm.rps)
+    request = with_proofs(case, args.duration)
+    database, redis = case.server.database, case.server.redis
     db_before = database.backend_cpu_seconds() if database else 0.0
+    redis_before = redis.cpu_seconds() if redis else 0.0
     server_before, load_before, machine_before = (
         case.server.cpu_seconds(), _children_cpu(), _machine_cpu())
-    result = load.run(case.server.base_url, case.request, args.duration,
+    result = load.run(case.server.base_url, request, args.duration,
                       args.connections).as_dict()
+    case.last_rps = max(case.last_rps, result["rps"])
     server = case.server.cpu_seconds() - server_before
     loader = _children_cpu() - load_before
     busy, elapsed = (a - b for a, b in zip(_machine_cpu(), machine_before))
     db = database.backend_cpu_seconds() - db_before if database else 0.0
+    kv = redis.cpu_seconds() - redis_before if redis else 0.0
     requests = result["requests"] or 1
     # CPU per request: what a request costs, whatever share of the machine we got.
     result["cpu_us"] = 1e6 * server / requests
     result["db_cpu_us"] = 1e6 * db / requests
+    result["redis_cpu_us"] = 1e6 * kv / requests
     result["loadgen_cpu_us"] = 1e6 * loader / requests
-    # Cores busy with anything but this server, its database and the load generator.
-    result["other_cores"] = max(0.0, (busy - server - loader - db) / elapsed) if elapsed else 0.0
+    # Cores busy with anything but this server, its stores and the load generator.
+    result["other_cores"] = (max(0.0, (busy - server - loader - db - kv) / elapsed)
+                             if elapsed else 0.0)
     return result
 
 
@@ -122,7 +153,8 @@ def profile_case(load, case: Case, args, out_dir: Path) -> Path:
     """One extra interval under py-spy; the summary's path."""
     raw = out_dir / f"profile-{case.name}.txt"
     sampler = profiling.start(case.server.process.pid, raw, args.duration)
-    load.run(case.server.base_url, case.request, args.duration, args.connections)
+    load.run(case.server.base_url, with_proofs(case, args.duration), args.duration,
+             args.connections)
     _, stderr = sampler.communicate(timeout=args.duration + 60)
     if not raw.exists():
         raise BenchError(f"py-spy wrote no profile: {stderr.decode(errors='replace')[-500:]}")
@@ -131,11 +163,26 @@ def profile_case(load, case: Case, args, out_dir: Path) -> Path:
     return summary
 
 
+def parse_variants(values: list[str]) -> dict[str, dict]:
+    """``NAME:SETTING=VALUE,...`` -> {NAME: {"AUTHSERVER_SETTING": VALUE}}."""
+    variants = {}
+    for value in values:
+        name, _, settings = value.partition(":")
+        pairs = [item.split("=", 1) for item in settings.split(",") if item]
+        if not name.isidentifier() or not pairs or any(len(pair) != 2 for pair in pairs):
+            raise BenchError(f"--variant {value!r}: expected NAME:SETTING=VALUE[,...]")
+        variants[name] = {f"AUTHSERVER_{key.removeprefix('AUTHSERVER_')}": val
+                          for key, val in pairs}
+    return variants
+
+
 def selected(cases: list[Case], patterns: str) -> list[Case]:
     """Cases matching the globs, plus the references their ratios need."""
     globs = [p.strip() for p in patterns.split(",") if p.strip()]
     wanted = {c.name for c in cases if any(fnmatch.fnmatch(c.name, g) for g in globs)}
-    wanted |= {c.reference for c in cases if c.name in wanted and c.reference}
+    for _ in range(2):  # references of references (a guard case needs its baseline's)
+        wanted |= {ref for c in cases if c.name in wanted for ref in (c.reference, c.limit)
+                   if ref}
     return [c for c in cases if c.name in wanted]
 
 
@@ -146,11 +193,15 @@ def run(args: argparse.Namespace) -> int:
     extra_env = dict(item.split("=", 1) for item in args.authserver_env)
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     info = report.machine()
+    configurations = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = set(configurations) - set(CONFIGURATIONS)
+    if unknown or not configurations:
+        raise BenchError(f"--configs: choose from {', '.join(CONFIGURATIONS)}")
     tmp = Path(tempfile.mkdtemp(prefix="authserver-bench-"))
-    env = Environment(tmp, args.database, extra_env)
+    env = Environment(tmp, extra_env)
     try:
-        print(f"setting up in {tmp} ({args.database}) ...", flush=True)
-        cases = env.main_cases()
+        print(f"setting up in {tmp} ({', '.join(configurations)}) ...", flush=True)
+        cases = env.main_cases(configurations, parse_variants(args.variant))
         if args.scale:
             print("seeding the scale databases ...", flush=True)
             cases += env.scale_cases()
@@ -170,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
                       f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
                       f"  cpu {result['cpu_us']:6.0f} us/req"
                       + (f" + db {result['db_cpu_us']:4.0f}" if case.server.database else "")
+                      + (f" + redis {result['redis_cpu_us']:3.0f}" if case.server.redis else "")
+                      + f" + load {result['loadgen_cpu_us']:4.0f}"
                       + f"  others {result['other_cores']:.1f} cores"
                       + (f"  non-2xx {result['non2xx']} (HTTP {result['bad_status']})"
                          if result["non2xx"] else "")
@@ -178,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
         info["loadavg_end"] = os.getloadavg()[0]
         cases_out = report.summarise(
             {case.name: {"label": case.label, "reference": case.reference,
-                         "runs": runs[case.name]} for case in cases}, info["nproc"])
+                         "limit": case.limit, "runs": runs[case.name]} for case in cases},
+            info["nproc"])
         profiles = {}
         if args.profile:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -194,8 +248,9 @@ def run(args: argparse.Namespace) -> int:
             "config": {"command": "python bench/run.py " + shlex.join(sys.argv[1:]),
                        "loadgen": loadgen_name, "connections": args.connections,
                        "duration": args.duration, "warmup": args.warmup,
-                       "repeat": args.repeat, "database": args.database,
-                       "scale": args.scale, "workers_per_server": 2},
+                       "repeat": args.repeat, "configurations": configurations,
+                       "scale": args.scale, "workers_per_server": 2,
+                       "variants": parse_variants(args.variant)},
             "notes": env.notes,
             **cases_out,
             "profiles": profiles,

@@ -17,10 +17,15 @@ import time
 import psycopg
 from psycopg import sql
 
-from authserver.api_keys import ALPHABET, RANDOM_LENGTH, assemble_api_key
-from authserver.api_keys import check_api_key_format
+from resource_demo.guard.api_key_format import (
+    ALPHABET,
+    RANDOM_LENGTH,
+    assemble_api_key,
+    check_api_key_format,
+)
 
 CHUNK = 50_000
+ACCOUNT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Byte -> base62 character (a slight bias is irrelevant for benchmark rows).
 _TO_BASE62 = bytes(ord(ALPHABET[b % 62]) for b in range(256))
 
@@ -110,10 +115,42 @@ def add_clients(dsn: str, template_client_id: str, total: int) -> int:
     return missing
 
 
+def add_accounts(dsn: str, count: int) -> list[str]:
+    """``count`` more enabled customer accounts (opaque ids as the service makes them); ids."""
+    ids = ["".join(secrets.choice(ACCOUNT_ALPHABET) for _ in range(22)) for _ in range(count)]
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor().copy("COPY accounts (id, name, enabled, created_at, updated_at) "
+                                "FROM STDIN") as copy:
+            for i, account_id in enumerate(ids):
+                copy.write(f"{account_id}\tbench account {i}\tt\t{now}\t{now}\n")
+    return ids
+
+
+def spread_over_accounts(dsn: str, table: str, key_column: str, account_ids: list[str],
+                         keep: tuple[str, ...] = ()) -> int:
+    """Give the rows of ``table`` (but ``keep``) to ``account_ids`` round robin, so each
+    account holds the same number; rows moved."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TEMP TABLE bench_accounts (n integer PRIMARY KEY, id text) "
+                     "ON COMMIT DROP")
+        with conn.cursor().copy("COPY bench_accounts (n, id) FROM STDIN") as copy:
+            for n, account_id in enumerate(account_ids):
+                copy.write(f"{n}\t{account_id}\n")
+        moved = conn.execute(sql.SQL(
+            "UPDATE {table} t SET account_id = a.id FROM ("
+            "  SELECT {key}, (row_number() OVER (ORDER BY {key}) - 1) %% %s AS n FROM {table}"
+            "  WHERE NOT ({key} = ANY(%s))) r "
+            "JOIN bench_accounts a ON a.n = r.n WHERE t.{key} = r.{key}"
+        ).format(table=sql.Identifier(table), key=sql.Identifier(key_column)),
+            (len(account_ids), list(keep))).rowcount
+    return moved
+
+
 def vacuum_analyze(dsn: str) -> None:
     """Fresh statistics and visibility map, as a database in steady state has."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in ("api_keys", "clients"):
+        for table in ("api_keys", "clients", "accounts"):
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
 
 

@@ -1,8 +1,8 @@
-"""The processes a benchmark run measures: authserver instances, the demo API, a database.
+"""The processes a benchmark run measures: authserver instances, the ceiling, databases, Redis.
 
 Everything listens on 127.0.0.1 only. Servers are started through the console scripts
-(``authserver serve``, ``resource-demo serve``) exactly as an operator would, each in its
-own process group, and stopped with SIGTERM to the gunicorn master we started.
+(``authserver serve``) exactly as an operator would, each in its own process group, and
+stopped with SIGTERM to the gunicorn master we started.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ UNREACHABLE_LIMITS = {
     "AUTHSERVER_TOKEN_RATE_LIMIT": "100000000/second",
     "AUTHSERVER_INTROSPECTION_RATE_LIMIT": "100000000/second",
     "AUTHSERVER_AUTH_FAILURE_RATE_LIMIT": "100000000/second",
+    "AUTHSERVER_AUTH_FAILURE_ADDRESS_RATE_LIMIT": "100000000/second",
 }
 
 
@@ -119,19 +120,70 @@ class PostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+class RedisServer:
+    """A private ``redis-server`` on a free port (no persistence), so that its CPU time is
+    this run's alone; ``stop()`` ends it."""
+
+    def __init__(self, log_dir: Path):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise BenchError("the production configuration needs redis-server on PATH")
+        self.port = free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self._log = (log_dir / "redis.log").open("wb")
+        self.process = subprocess.Popen(
+            [binary, "--bind", HOST, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise BenchError("redis-server did not answer within 20 s")
+
+    def version(self) -> str:
+        done = subprocess.run([shutil.which("redis-server"), "--version"], capture_output=True,
+                              text=True)
+        return done.stdout.split(" v=", 1)[-1].split()[0] if " v=" in done.stdout else "?"
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
 class Instance:
     """One authserver instance folder (config, SQLite file or a PostgreSQL URL) and its CLI."""
 
     def __init__(self, root: Path, name: str, database: PostgresDatabase | None = None,
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, redis: RedisServer | None = None):
         self.name = name
         self.path = root / name
         self.path.mkdir(parents=True)
         self.database = database
+        self.redis = redis
         self.env = _clean_environment()
         self.env["AUTHSERVER_INSTANCE_PATH"] = str(self.path)
         if database is not None:
             self.env["AUTHSERVER_SQLALCHEMY_DATABASE_URI"] = database.url
+        if redis is not None:
+            # Every instance keeps its own counters in the shared Redis, as hosts would.
+            self.env["AUTHSERVER_RATELIMIT_STORAGE_URI"] = redis.url
+            self.env["AUTHSERVER_RATELIMIT_KEY_PREFIX"] = f"bench-{name}"
         self.env.update(UNREACHABLE_LIMITS)
         self.env.update(extra_env or {})
 
@@ -148,26 +200,36 @@ class Instance:
         """``authserver init --alg ALG``: secrets, schema, first signing keys."""
         self.cli("init", "--alg", alg)
 
-    def create_client(self, name: str, scope: str) -> tuple[str, str]:
-        """A client_secret_basic client; returns (client_id, client_secret)."""
+    def create_client(self, name: str, scope: str, *options: str,
+                      account: str | None = None) -> tuple[str, str]:
+        """A client_secret_basic client (of ``account``, default the platform's; ``options``:
+        more ``clients create`` flags); returns (client_id, client_secret)."""
         data = json.loads(self.cli("clients", "create", "--name", name, "--scope", scope,
+                                   *options, *(("--account", account) if account else ()),
                                    "--json"))
-        return data["client_id"], data["client_secret"]
+        return data["clientId"], data["clientSecret"]
 
-    def create_api_key(self, name: str, scope: str) -> tuple[str, str]:
-        """An API key; returns (id, secret)."""
+    def create_api_key(self, name: str, scope: str,
+                       account: str | None = None) -> tuple[str, str]:
+        """An API key (of ``account``, default the platform's); returns (id, secret)."""
         data = json.loads(self.cli("api-keys", "create", "--name", name, "--scope", scope,
-                                   "--json"))
+                                   *(("--account", account) if account else ()), "--json"))
         return data["id"], data["apiKeySecret"]
+
+    def create_account(self, name: str) -> str:
+        """A customer account; returns its id."""
+        return json.loads(self.cli("accounts", "create", "--name", name, "--json"))["id"]
 
 
 class Server:
     """A gunicorn server we started; ``stop()`` ends it (and only it)."""
 
     def __init__(self, label: str, command: list[str], env: dict, port: int, log_dir: Path,
-                 ready_path: str, database: PostgresDatabase | None = None):
+                 ready_path: str, database: PostgresDatabase | None = None,
+                 redis: RedisServer | None = None):
         self.label = label
         self.database = database
+        self.redis = redis
         self.port = port
         self.base_url = f"http://{HOST}:{port}"
         self.log_path = log_dir / f"{label}.log"
@@ -240,24 +302,12 @@ def start_authserver(instance: Instance, log_dir: Path, workers: int = 2) -> Ser
     command = [console_script("authserver"), "serve", "--host", HOST, "--port", str(port),
                "--workers", str(workers)]
     return Server(f"authserver-{instance.name}", command, instance.env, port, log_dir,
-                  "/.well-known/oauth-authorization-server", instance.database)
+                  "/.well-known/oauth-authorization-server", instance.database, instance.redis)
 
 
-def start_demo(issuer: str, client_id: str, client_secret: str, log_dir: Path,
-               workers: int = 2) -> Server:
-    """``resource-demo serve`` against ``issuer`` with the guard's introspection client."""
+def start_ceiling(log_dir: Path, workers: int = 2) -> Server:
+    """The trivial Flask app (``bench/ceiling.py``), served as ``authserver serve`` serves."""
     port = free_port()
-    env = _clean_environment()
-    env["RESOURCE_DEMO_CLIENT_SECRET"] = client_secret  # kept off the command line
-    command = [console_script("resource-demo"), "serve", "--host", HOST, "--port", str(port),
-               "--workers", str(workers), "--issuer", issuer, "--client-id", client_id]
-    return Server("resource-demo", command, env, port, log_dir, "/healthz")
-
-
-def start_unguarded_demo(log_dir: Path, workers: int = 2) -> Server:
-    """The demo's endpoints without the guard (``bench/unguarded_demo.py``): the baseline."""
-    port = free_port()
-    command = [sys.executable, str(BENCH_DIR / "unguarded_demo.py"), "--host", HOST,
+    command = [sys.executable, str(BENCH_DIR / "ceiling.py"), "--host", HOST,
                "--port", str(port), "--workers", str(workers)]
-    return Server("resource-demo-unguarded", command, _clean_environment(), port, log_dir,
-                  "/healthz")
+    return Server("ceiling", command, _clean_environment(), port, log_dir, "/ceiling")

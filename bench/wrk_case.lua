@@ -3,6 +3,8 @@
 --   BENCH_BODY     request body (optional; wrk adds Content-Length)
 --   BENCH_HEADERS  "Name: value" lines separated by newlines
 --   BENCH_OUT      path of the JSON summary written by done()
+--   BENCH_PROOFS   file of DPoP proofs, one a line (optional): each request sends the next
+--                  unused one as its DPoP header (threads take every n-th line)
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
@@ -20,11 +22,41 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_index", #threads)
+  thread:set("thread_count", #threads)
+  for _, other in ipairs(threads) do
+    other:set("thread_count", #threads)
+  end
 end
 
 function init(args)
   non2xx = 0
   last_bad_status = 0
+  local file = os.getenv("BENCH_PROOFS")
+  if file ~= nil and file ~= "" then
+    proofs, next_proof = {}, 1
+    local index, count, line_number = thread_index or 1, thread_count or 1, 0
+    for line in io.lines(file) do
+      line_number = line_number + 1
+      if (line_number - index) % count == 0 then
+        table.insert(proofs, line)
+      end
+    end
+  end
+end
+
+-- Defined only for DPoP cases: wrk builds every other case's request once, not per request.
+if (os.getenv("BENCH_PROOFS") or "") ~= "" then
+  function request()
+    local headers = {}
+    for name, value in pairs(wrk.headers) do
+      headers[name] = value
+    end
+    -- past the end: the last proof again, a replay the server refuses (counted as non-2xx)
+    headers["DPoP"] = proofs[math.min(next_proof, #proofs)]
+    next_proof = next_proof + 1
+    return wrk.format(nil, nil, headers)
+  end
 end
 
 function response(status, headers, body)

@@ -11,7 +11,6 @@ from collections import Counter
 
 import jwt
 import requests
-
 from fault_support import (
     Deployment,
     Server,
@@ -24,7 +23,7 @@ from fault_support import (
 
 ROTATOR = """
 from authserver import create_app
-from authserver.keys import rotate_signing_keys
+from authserver.credentials.signing_keys import rotate_signing_keys
 
 app = create_app()
 with app.app_context():

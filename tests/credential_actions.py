@@ -14,11 +14,11 @@ from conftest import basic_auth
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from authserver.db import db
+from authserver.storage.db import db
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 INACTIVE = {"active": False}
-#: What an error body must never contain (SECURITY.md TE18, RL1).
+#: What an error body must never contain (threat model TE18, RL1).
 LEAK_MARKERS = ("Traceback", "File \"", ".py", "/work", "/tmp", "site-packages", "SELECT ",
                 "sqlalchemy", "psycopg", "sqlite", "postgres", "Exception", "127.0.0.1")
 

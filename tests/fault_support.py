@@ -18,18 +18,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-
-from authserver import api_keys, create_app
-from authserver import clients as client_service
-from authserver import keys
-from authserver.db import db, upgrade_database
 from pgcluster import PrivateCluster
 from serverproc import BIN, ServerProcess, free_port, server_env
+
+from authserver import create_app
+from authserver.credentials import api_keys
+from authserver.credentials import clients as client_service
+from authserver.credentials import signing_keys as keys
+from authserver.storage.db import db, upgrade_database
 
 ENCRYPTION_KEY = base64.urlsafe_b64encode(b"f" * 32).decode()
 #: Every limit off: these tests measure faults and load, not the limiter.
 NO_RATE_LIMITS = {name: "" for name in ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT",
-                                        "INTROSPECTION_RATE_LIMIT", "ADMIN_WRITE_RATE_LIMIT")}
+                                        "INTROSPECTION_RATE_LIMIT", "ADMIN_WRITE_RATE_LIMIT",
+                                        "AUTH_FAILURE_ADDRESS_RATE_LIMIT")}
 #: application_name of this process's own connections (left out of connection counts).
 TEST_APPLICATION = "fault-tests"
 #: SQLALCHEMY_ENGINE_OPTIONS that ping a pooled connection before each use (RL1 compares).
@@ -91,7 +93,11 @@ class DemoServer:
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30.0) -> "DemoServer":
-        wait_until(lambda: _answers(self.url + "/healthz"), timeout, self.process)
+        try:
+            wait_until(lambda: _answers(self.url + "/healthz"), timeout, self.process)
+        except BaseException:
+            self.stop()  # no orphan server left behind a failed start
+            raise
         return self
 
     def worker_pids(self) -> list[int]:
@@ -151,9 +157,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def token(url: str, client_id: str, secret: str, timeout: float = 10) -> requests.Response:
-    """POST /oauth2/token, client_secret_basic."""
-    return requests.post(url + "/oauth2/token", data={"grant_type": "client_credentials"},
+def token(url: str, client_id: str, secret: str, timeout: float = 10,
+          **form: str) -> requests.Response:
+    """POST /oauth2/token, client_secret_basic (``resource=`` the issuer for the admin API)."""
+    return requests.post(url + "/oauth2/token",
+                         data={"grant_type": "client_credentials", **form},
                          auth=(client_id, secret), timeout=timeout)
 
 

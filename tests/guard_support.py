@@ -11,6 +11,7 @@ Import the fixtures into a test module: ``from guard_support import auth_server,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -19,23 +20,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+import httpx
 import jwt
 import pytest
 import requests
 import sqlalchemy as sa
+from fastapi import FastAPI, Request, Security
 from conftest import BACKENDS, LiveServer, _empty_tables, _make_app, basic_auth
 from demo_support import serve
 from flask import Flask
 
-from authserver import api_keys
-from authserver import clients as client_service
 from authserver.clock import utcnow
-from authserver.db import db
-from authserver.keys import active_signing_key
-from authserver.models import ApiKey
-from authserver.tokens import encode_access_token
-from resource_demo.errors import register_error_handlers
-from resource_demo.guard import ResourceGuard, current_principal
+from authserver.credentials import api_keys
+from authserver.credentials import clients as client_service
+from authserver.credentials.signing_keys import active_signing_key
+from authserver.oauth2.tokens import encode_access_token
+from authserver.storage.db import db
+from authserver.storage.models import ApiKey
+from resource_demo.guard.flask import (
+    EXTENSION_KEY,
+    ResourceGuard,
+    current_principal,
+    register_error_handlers,
+)
 
 FORBIDDEN = '{"requestError":{"serviceException":{"messageId":"FORBIDDEN","text":"Forbidden"}}}'
 UNAUTHORIZED = ('{"requestError":{"serviceException":'
@@ -229,11 +236,27 @@ def guard_config(server, credentials: Credentials, **settings) -> dict:
             "GUARD_CLIENT_SECRET": secret, **settings}
 
 
-def create_guarded_app(config: dict) -> Flask:
-    """A tiny API: one endpoint per kind of scope declaration, each answering with the principal."""
+FRAMEWORKS = ("flask", "fastapi")
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def framework(request) -> str:
+    """The web framework of the guarded app: every contract case runs against each adapter."""
+    return request.param
+
+
+def create_guarded_app(config: dict, framework: str = "flask"):
+    """A tiny API: one endpoint per kind of scope declaration, each answering with the principal.
+
+    The same routes on Flask (``resource_demo.guard.flask``) or FastAPI (``...guard.asgi``);
+    ``app.guard_state`` exposes the guard's caches for the few tests that look inside.
+    """
+    if framework == "fastapi":
+        return create_guarded_asgi_app(config)
     app = Flask("guarded")
     app.config.update(config)
     guard = ResourceGuard(app)
+    app.guard_state = app.extensions[EXTENSION_KEY]
     register_error_handlers(app)
 
     def principal():
@@ -255,12 +278,132 @@ def create_guarded_app(config: dict) -> Flask:
         who = guard.authenticate()
         return {"kind": who.kind, "scopes": sorted(who.scopes)}
 
+    @app.get("/account")
+    def account():
+        """Unscoped: the principal's account (AC02)."""
+        who = guard.authenticate()
+        return {"kind": who.kind, "client_id": who.client_id, "account_id": who.account_id}
+
+    return app
+
+
+def create_guarded_asgi_app(config: dict):
+    """``create_guarded_app`` on FastAPI with the ASGI guard (dependencies via ``Security``)."""
+    from resource_demo.guard.asgi import ResourceGuard as AsgiGuard
+
+    app = FastAPI()
+    guard = AsgiGuard(app, config)
+    app.guard_state = guard
+
+    def answer(who):
+        return {"kind": who.kind, "client_id": who.client_id, "scopes": sorted(who.scopes)}
+
+    def add(path, dependency, methods=("GET",)):
+        async def endpoint(who=Security(dependency)):
+            return answer(who)
+        for method in methods:  # one operation (and operationId) per method
+            app.add_api_route(path, endpoint, methods=[method], name=f"{method}{path}")
+
+    add("/sms", guard.scope("sms:message:send"), methods=("GET", "POST"))
+    add("/send", guard.scope("message:send"))
+    add("/email", guard.scope("email:message:send"))
+    add("/any", guard.scopes("sms:logs:read", "people:read"))
+    add("/keys", guard.scope("account-management:manage", allow_api_keys=False))
+
+    @app.get("/me")
+    async def me(request: Request):
+        """Unscoped: any valid credential (SC08)."""
+        who = await guard.authenticate(request)
+        return {"kind": who.kind, "scopes": sorted(who.scopes)}
+
+    @app.get("/account")
+    async def account(request: Request):
+        """Unscoped: the principal's account (AC02)."""
+        who = await guard.authenticate(request)
+        return {"kind": who.kind, "client_id": who.client_id, "account_id": who.account_id}
+
     return app
 
 
 @contextmanager
-def running(app: Flask) -> Iterator[str]:
+def serve_asgi(app) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; yield its URL.
+
+    uvicorn's own proxy-header handling is off: the guard decides which X-Forwarded-For to
+    believe (GUARD_TRUSTED_PROXIES), as docs/guard.md tells deployments to do.
+    """
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    # A header line up to 80 KB (Werkzeug's test server takes 60 KB ones too: item 18 tests).
+    # The lifespan closes the guard on the server's loop at the end (ResourceGuard.init_app).
+    config = uvicorn.Config(app, log_level="warning", proxy_headers=False, lifespan="on",
+                            timeout_graceful_shutdown=1, h11_max_incomplete_event_size=80_000)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=10)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def in_process(app) -> Iterator:
+    """A test client calling the app without HTTP (no header-size limit): ``.get`` answers
+    with ``.status_code`` and ``.text``."""
+    if isinstance(app, Flask):
+        with app.test_client() as client:
+            client.get = _flask_get(client)
+            yield client
+        return
+    with asyncio.Runner() as runner:
+        try:
+            yield _AsgiClient(app, runner)
+        finally:  # the guard's connections made on this loop (the app is served elsewhere too)
+            runner.run(app.guard_state._http.aclose())
+
+
+class _AsgiClient:
+    """Calls an ASGI app in process through httpx's ASGI transport, on one event loop (the
+    guard's connections made on it are closed by ``in_process`` at the end)."""
+
+    def __init__(self, app, runner: asyncio.Runner):
+        self.app = app
+        self.runner = runner
+
+    def get(self, path: str, headers: dict | None = None) -> httpx.Response:
+        async def call():
+            transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://guarded") as client:
+                return await client.get(path, headers=headers)
+        return self.runner.run(call())
+
+
+def _flask_get(client):
+    original = client.get
+
+    def get(*args, **kwargs):
+        response = original(*args, **kwargs)
+        response.text = response.get_data(as_text=True)
+        return response
+    return get
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
     """Serve a guarded app over HTTP; stop it and its revocation follower afterwards."""
+    if not isinstance(app, Flask):
+        with serve_asgi(app) as url:
+            yield url
+        return
     try:
         with serve(app) as url:
             yield url

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 
 import jwt
-
 from fault_support import (
     TEST_APPLICATION,
     DemoServer,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import jwt
 import sqlalchemy as sa
 
-from authserver.db import db
+from authserver.storage.db import db
 
 FORM = "application/x-www-form-urlencoded"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -20,6 +20,8 @@ DESCRIPTION_RE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
 LEAK_MARKERS = ("Traceback", "File \"", ".py", "/work", "/tmp", "site-packages", "SELECT ",
                 "INSERT ", "sqlalchemy", "psycopg", "sqlite", "postgres", "Exception")
 RFC9068_CLAIMS = {"iss", "sub", "client_id", "aud", "exp", "iat", "nbf", "jti", "scope"}
+#: What our tokens carry: the RFC 9068 claims and the client's account (threat model AC02).
+TOKEN_CLAIMS = RFC9068_CLAIMS | {"account_id"}
 
 
 def table_counts(app) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster for fault tests (SECURITY.md RL1, RL6, RL7).
+"""A private PostgreSQL cluster for fault tests (threat model RL1, RL6, RL7).
 
 The cluster has its own data directory, port and socket directory, so a test can stop it,
 kill it or freeze it (SIGSTOP) without touching the machine's main server. It is created
@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-
 from serverproc import free_port
 
 
@@ -53,6 +52,7 @@ class PrivateCluster:
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
+        self.host = "127.0.0.1"
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -65,12 +65,18 @@ class PrivateCluster:
 
     # --- life cycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start and wait until it accepts connections."""
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+    def start(self, listen: str = "127.0.0.1") -> None:
+        """Start and wait until it accepts connections (on ``listen`` and its socket)."""
+        self.host = listen
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses={listen} "
                    "-c max_connections=300")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", options, "start")
+
+    def trust(self, network: str) -> None:
+        """Let ``network`` (CIDR) connect without a password (before ``start``)."""
+        with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write(f"host all all {network} trust\n")
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m mode`` (fast: disconnect clients; immediate: like a crash)."""
@@ -124,7 +130,8 @@ class PrivateCluster:
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
         """A libpq DSN for the superuser over TCP."""
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname} connect_timeout=5"
+        return (f"host={self.host} port={self.port} user=postgres dbname={dbname} "
+                "connect_timeout=5")
 
     def create_database(self) -> str:
         """A fresh database; returns its name."""
@@ -135,7 +142,7 @@ class PrivateCluster:
 
     def url(self, dbname: str) -> str:
         """The SQLAlchemy URL of ``dbname`` on this cluster."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{dbname}"
 
     def connections(self, dbname: str, excluding_application: str = "") -> int:
         """Client connections to ``dbname`` right now (pg_stat_activity), leaving out those

@@ -3,18 +3,21 @@
 Enable it with ``AUTHSERVER_SECURITY_REPORT=docs/security.md`` (relative to the project root)
 and load it: ``pytest_plugins = ["report_plugin"]`` in tests/conftest.py, or
 ``PYTHONPATH=tests pytest -p report_plugin``. Without the variable it only registers the
-``security`` marker.
+``security`` marker. It works in one process and under pytest-xdist (each worker sends its
+tests' cases and answer counts with their reports; the controller writes the file), so
+``AUTHSERVER_SECURITY_REPORT=docs/security.md bash .ci/run`` regenerates the report.
 
-A *case* is a test whose name holds a SECURITY.md ID (``test_RL1_database_down_gives_503``)
-or that is marked ``@pytest.mark.security("TE03", expected="400 invalid_request")``. A test
-may add details through ``request.node.user_properties``: ``input``, ``expected``,
-``observed`` (text), ``backend``, ``cases`` (examples a property tried) and ``data_lost``
-(acknowledged writes missing after a crash, RL6).
+A *case* is a test whose name holds a threat-model id (``test_RL1_database_down_gives_503``),
+a row of a parametrized table whose id holds one (``[SC01-first]``), or a test marked
+``@pytest.mark.security("TE03", expected="400 invalid_request")``. A test may add details
+through ``request.node.user_properties``: ``input``, ``expected``, ``observed`` (text),
+``backend``, ``cases`` (examples a property tried) and ``data_lost`` (acknowledged writes
+missing after a crash, RL6).
 
-5xx answers are counted where tests receive HTTP answers in this process: Werkzeug's test
-client (``Client.open``, which Flask's test client uses) and ``requests.Session.send`` (every
-``requests`` call, including the guard's own calls to the authorization server). A 503 with
-``Retry-After`` is counted apart: it is the documented answer to an outage (RL1).
+5xx answers are counted where tests receive HTTP answers, in the process running the test:
+Werkzeug's test client (``Client.open``, which Flask's test client uses) and
+``requests.Session.send`` (every ``requests`` call). A 503 with ``Retry-After`` is counted
+apart: it is the documented answer to an outage (RL1).
 """
 
 from __future__ import annotations
@@ -24,19 +27,22 @@ import platform
 import re
 import threading
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 ENV_VAR = "AUTHSERVER_SECURITY_REPORT"
-ID_RE = re.compile(r"(?<![A-Za-z])(?:TE|AT|RS|SC|IN|RV|PK|JW|AK|AD|UI|RL)\d{1,2}(?!\d)")
-REQUIREMENT_RE = re.compile(r"^(?:- )?((?:TE|AT|RS|SC|IN|RV|PK|JW|AK|AD|UI|RL)\d{1,2}) (.+)$")
+THREAT_MODEL = "docs/threat-model.md"  # requirement ids and texts, relative to the root
+ID_PREFIXES = "TE|AT|RS|SC|IN|RV|PK|JW|AK|AD|UI|AC|DP|AV|AU|RL"  # the threat model's sections
+ID_RE = re.compile(rf"(?<![A-Za-z])(?:{ID_PREFIXES})\d{{1,2}}(?!\d)")
+REQUIREMENT_RE = re.compile(rf"^(?:- )?((?:{ID_PREFIXES})\d{{1,2}}) (.+)$")
 BACKENDS = ("sqlite", "postgresql")
 PROPERTY_KEYS = ("input", "expected", "observed", "backend", "cases", "data_lost")
 RANK = ["not run", "passed", "skipped", "xfailed", "xpassed", "failed", "error"]
 _KEY = pytest.StashKey["SecurityReport"]()
+CASE_PROPERTY = "security-report"  # a teardown report's user property: case and counts
 
 
 @dataclass
@@ -62,39 +68,33 @@ class Case:
 class SecurityReport:
     """Collects cases and HTTP answers during the run; writes the Markdown at the end."""
 
-    def __init__(self, config: pytest.Config, path: Path):
+    def __init__(self, config: pytest.Config, path: Path, *, runs_tests: bool, writes: bool):
         self.config = config
         self.path = path
+        self.runs_tests = runs_tests  # this process runs tests (serial, or an xdist worker)
+        self.writes = writes  # this process receives every report (serial, or the controller)
         self.cases: dict[str, Case] = {}
-        self.current: str | None = None
+        self.counts: Counter = Counter()  # answers received since the current test began
         self.lock = threading.Lock()
         self.answers = 0
         self.outage_503 = 0
         self.other_5xx = 0
         self.errors_by_test: Counter = Counter()
         self.outcomes: dict[str, str] = {}  # every test of the run, with or without an ID
+        self.reasons: dict[str, str] = {}  # why it was skipped or marked xfail
+        self.properties: dict[str, dict] = {}  # what each test left in user_properties
         self._restore: list = []
 
     # --- HTTP answers -------------------------------------------------------------------
 
     def saw(self, status: int, retry_after: str | None) -> None:
-        """Count one HTTP answer received by a test (any thread)."""
+        """Count one HTTP answer received by a test (any thread); an answer that arrives
+        between tests counts for the next one."""
         with self.lock:
-            self.answers += 1
-            case = self.cases.get(self.current) if self.current else None
-            if case is not None:
-                case.answers += 1
+            self.counts["answers"] += 1
             if status < 500:
                 return
-            if status == 503 and retry_after:
-                self.outage_503 += 1
-                if case is not None:
-                    case.outage_503 += 1
-            else:
-                self.other_5xx += 1
-                self.errors_by_test[self.current or "(outside any test)"] += 1
-                if case is not None:
-                    case.other_5xx += 1
+            self.counts["outage" if status == 503 and retry_after else "other"] += 1
 
     def install(self) -> None:
         """Wrap the two HTTP clients tests use."""
@@ -125,37 +125,72 @@ class SecurityReport:
             setattr(owner, name, original)
 
     # --- pytest hooks -------------------------------------------------------------------
+    # Where the tests run (one process, or each pytest-xdist worker) every test's case and the
+    # answers it received travel in its teardown report's user_properties; where the reports
+    # arrive (one process, or the xdist controller) they are gathered and the file written.
+    # One path for both: the controller sees exactly what a single process would.
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        case = make_case(item)
-        if case is not None:
-            self.cases[item.nodeid] = case
-        self.current = item.nodeid
+        if not self.runs_tests:
+            yield
+            return
+        with self.lock:
+            self.counts = Counter()
         yield
-        self.current = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        if not self.runs_tests or call.when != "teardown":
+            return
+        case = make_case(item)
+        with self.lock:
+            counts = dict(self.counts)
+            self.counts = Counter()
+        outcome.get_result().user_properties.append(
+            (CASE_PROPERTY, {"case": asdict(case) if case else None, **counts}))
 
     def pytest_runtest_logreport(self, report):
+        if not self.writes:
+            return
         outcome = _outcome(report)
         # The worst phase wins: a teardown error after a pass is an error.
         if outcome is not None and RANK.index(outcome[0]) > \
                 RANK.index(self.outcomes.get(report.nodeid, "not run")):
-            self.outcomes[report.nodeid] = outcome[0]
-        case = self.cases.get(report.nodeid)
-        if case is None:
-            return
+            self.outcomes[report.nodeid], self.reasons[report.nodeid] = outcome
+        properties = self.properties.setdefault(report.nodeid, {})
         for name, value in report.user_properties:
-            if name in PROPERTY_KEYS:
-                case.properties[name] = value
-        if outcome is not None and RANK.index(outcome[0]) > RANK.index(case.outcome):
-            case.outcome, case.reason = outcome
+            if name == CASE_PROPERTY:
+                self.gather(report.nodeid, value)
+            elif name in PROPERTY_KEYS:
+                properties[name] = value
+
+    def gather(self, nodeid: str, sent: dict) -> None:
+        """One test's case and answer counts, from the process that ran it."""
+        answers, outage, other = (sent.get(key, 0) for key in ("answers", "outage", "other"))
+        self.answers += answers
+        self.outage_503 += outage
+        self.other_5xx += other
+        if other:
+            self.errors_by_test[nodeid] += other
+        if sent.get("case") is not None:
+            case = self.cases.setdefault(nodeid, Case(**sent["case"]))
+            case.answers, case.outage_503, case.other_5xx = answers, outage, other
 
     def pytest_sessionfinish(self, session):
+        if not self.writes:
+            return
+        for nodeid, case in self.cases.items():
+            case.outcome = self.outcomes.get(nodeid, "not run")
+            case.reason = self.reasons.get(nodeid, "")
+            case.properties = self.properties.get(nodeid, {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(render(self, requirements(self.config)), encoding="utf-8")
 
     def pytest_terminal_summary(self, terminalreporter):
-        terminalreporter.write_line(f"security report written to {self.path}")
+        if self.writes:
+            terminalreporter.write_line(f"security report written to {self.path}")
 
 
 def _outcome(report) -> tuple[str, str] | None:
@@ -178,13 +213,15 @@ def _outcome(report) -> tuple[str, str] | None:
 def make_case(item) -> Case | None:
     """A Case for ``item`` if it names an ID or carries the security marker."""
     function = getattr(item, "originalname", None) or item.name.split("[")[0]
-    ids = ID_RE.findall(function)
+    callspec = getattr(item, "callspec", None)
+    # IDs in the function's name, and in a table row's parameter id ("SC01-first").
+    ids = list(dict.fromkeys(ID_RE.findall(function)
+                             + ID_RE.findall(callspec.id if callspec is not None else "")))
     marker = item.get_closest_marker("security")
     if marker is not None:
         ids = list(dict.fromkeys([*marker.args, *ids]))
     if not ids:
         return None
-    callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
     backend = next((value for value in params.values()
                     if isinstance(value, str) and value in BACKENDS), "")
@@ -199,19 +236,16 @@ def make_case(item) -> Case | None:
 
 
 def requirements(config: pytest.Config) -> dict[str, str]:
-    """ID -> requirement text from SECURITY.md (../shared beside the project), in file order."""
-    candidates = [config.rootpath.parent / "shared" / "SECURITY.md",
-                  config.rootpath / "shared" / "SECURITY.md",
-                  config.rootpath / "docs" / "SECURITY.md"]
-    for path in candidates:
-        if path.is_file():
-            found = {}
-            for line in path.read_text(encoding="utf-8").splitlines():
-                match = REQUIREMENT_RE.match(line.strip())
-                if match and match.group(1) not in found:
-                    found[match.group(1)] = match.group(2)
-            return found
-    return {}
+    """ID -> requirement text from docs/threat-model.md, in file order."""
+    path = config.rootpath / THREAT_MODEL
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = REQUIREMENT_RE.match(line.strip())
+        if match and match.group(1) not in found:
+            found[match.group(1)] = match.group(2)
+    return found
 
 
 def _cell(text: object, limit: int = 220) -> str:
@@ -276,9 +310,9 @@ def render(report: SecurityReport, texts: dict[str, str]) -> str:
         "",
         f"Generated by `tests/report_plugin.py` from the test run of {now} (Python "
         f"{platform.python_version()}). Do not edit by hand; regenerate with",
-        "`AUTHSERVER_SECURITY_REPORT=docs/security.md .venv/bin/python -m pytest` "
-        "(with the plugin loaded: see its docstring).",
-        "Requirement IDs are those of SECURITY.md (`../shared/SECURITY.md`).",
+        "`AUTHSERVER_SECURITY_REPORT=docs/security.md bash .ci/run` (the whole suite; "
+        "see the plugin's docstring).",
+        "Requirement IDs are those of the threat model ([docs/threat-model.md](threat-model.md)).",
         "",
         "## Totals",
         "",
@@ -362,7 +396,7 @@ def _observed(cases: list[Case], props: dict) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "security(*ids, expected=None, input=None): the SECURITY.md requirement(s) "
+        "markers", "security(*ids, expected=None, input=None): the threat-model requirement(s) "
         "a test covers, for docs/security.md")
     target = os.environ.get(ENV_VAR)
     if not target:
@@ -370,8 +404,11 @@ def pytest_configure(config: pytest.Config) -> None:
     path = Path(target)
     if not path.is_absolute():
         path = config.rootpath / path
-    report = SecurityReport(config, path)
-    report.install()
+    worker = hasattr(config, "workerinput")
+    controller = not worker and bool(getattr(config.option, "numprocesses", None))
+    report = SecurityReport(config, path, runs_tests=not controller, writes=not worker)
+    if report.runs_tests:
+        report.install()
     config.pluginmanager.register(report, "authserver-security-report")
     config.stash[_KEY] = report
 

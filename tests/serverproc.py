@@ -38,17 +38,19 @@ class PostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-def authserver(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def authserver(env: dict, *args: str, check: bool = True,
+               input_text: str | None = None) -> subprocess.CompletedProcess:
     """Run one ``authserver`` CLI command to completion."""
     return subprocess.run([str(BIN / "authserver"), *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=check)
+                          text=True, timeout=120, check=check, input=input_text)
 
 
 class ServerProcess:
     """``authserver serve`` on a free port; ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, env: dict, workers: int = 1, log_path: Path | None = None):
-        self.port = free_port()
+    def __init__(self, env: dict, workers: int = 1, log_path: Path | None = None,
+                 port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "wb") if log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
@@ -59,13 +61,15 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"server exited with {self.process.returncode}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
-        raise TimeoutError("server did not become ready")
+        self.stop()  # no orphan server left behind a failed start
+        raise TimeoutError(f"server did not become ready within {timeout:g} s")
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:

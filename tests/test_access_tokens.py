@@ -1,8 +1,8 @@
-"""Issued access tokens, the JWKS and signing keys: SECURITY.md AT01-AT11, JW01, JW02, JW04,
+"""Issued access tokens, the JWKS and signing keys: threat model AT01-AT11, JW01, JW02, JW04,
 JW07, JW08, the three signing algorithms, rotation, and "no database write per issued token".
 
 Signing keys persist between tests by design (conftest keeps the table); tests that change
-the signing algorithm put an RS256 key back in charge when they finish.
+the signing algorithm put a key of the default algorithm back in charge when they finish.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ import jwt
 import pytest
 import requests
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
-
-from authserver import clients as client_service
-from authserver import keys
-from authserver.db import db
-from authserver.models import SigningKey
 from conftest import basic_auth
+from cryptography.hazmat.primitives import serialization
 from oauth_support import (
-    RFC9068_CLAIMS,
+    TOKEN_CLAIMS,
     published_keys,
     recorded_writes,
     table_counts,
     verify_token,
 )
+
+from authserver import config as defaults
+from authserver.credentials import clients as client_service
+from authserver.credentials import signing_keys as keys
+from authserver.storage.db import db
+from authserver.storage.models import SigningKey
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 TOKEN_COUNT = 200
@@ -81,11 +81,12 @@ def test_AT01_AT02_AT03_headers(app, client, issued):
         assert set(header) == {"alg", "typ", "kid"}         # no jku/x5u/jwk/crit
 
 
+@pytest.mark.security("AT04", "AT05", "AT06", "AT07", "AT09")
 def test_AT04_to_AT09_claims(app, client, issued):
     client_id, tokens = issued
     for index, body in enumerate(tokens):
         claims = verify_token(client, app, body["access_token"])
-        assert set(claims) == RFC9068_CLAIMS                # AT04, and nothing else (AT10)
+        assert set(claims) == TOKEN_CLAIMS                  # AT04, and nothing else (AT10)
         assert claims["sub"] == claims["client_id"] == client_id          # AT05
         assert claims["aud"] == app.config["DEFAULT_AUDIENCE"] != client_id  # AT06
         assert claims["iss"] == app.config["ISSUER"]
@@ -100,8 +101,9 @@ def test_AT04_to_AT09_claims(app, client, issued):
     assert all(isinstance(jti, str) and len(jti) >= 16 for jti in jtis)
 
 
-def test_AT08_AT20_concurrent_tokens_unique_and_not_crossed(live_server):
-    """Concurrent requests from several clients: every token is the requester's, jtis unique."""
+def test_AT08_concurrent_tokens_unique_and_not_crossed(live_server):
+    """Concurrent requests from several clients: every token is the requester's, jtis unique
+    (threat model item 20)."""
     with live_server.app.app_context():
         registered = [client_service.create_client(name=f"c{i}", scope="message:send",
                                                    actor="test")
@@ -130,14 +132,14 @@ def test_AT10_client_metadata_cannot_override_claims(app, client, oauth_clients,
                                                      name):
     client_id, secret = oauth_clients.create(scope="sms:message:send", name=name)
     claims = verify_token(client, app, get_token(client_id, secret).get_json()["access_token"])
-    assert set(claims) == RFC9068_CLAIMS
+    assert set(claims) == TOKEN_CLAIMS
     assert claims["iss"] == app.config["ISSUER"] and claims["sub"] == client_id
     assert claims["aud"] == app.config["DEFAULT_AUDIENCE"]
     assert claims["scope"] == "sms:message:send"
 
 
 def test_AT09_lifetime_override_is_bounded(app, oauth_clients):
-    from authserver.errors import ValidationError
+    from authserver.web.errors import ValidationError
 
     maximum = app.config["MAX_ACCESS_TOKEN_TTL"]
     for ttl in (maximum + 1, 59, 0, -1):
@@ -230,12 +232,12 @@ def test_JW08_private_keys_encrypted_at_rest(app):
             pem = keys.decrypt_private_key(kid, blob)
             assert serialization.load_pem_private_key(pem, None)
             other = next((other_kid for other_kid, _, _ in rows if other_kid != kid), "x")
-            with pytest.raises(InvalidTag):
+            with pytest.raises(keys.UndecryptableKeyError):
                 keys.decrypt_private_key(other, blob)
         configured = app.config["ENCRYPTION_KEY"]
         app.config["ENCRYPTION_KEY"] = base64.urlsafe_b64encode(b"w" * 32).decode()
         try:
-            with pytest.raises(InvalidTag):
+            with pytest.raises(keys.UndecryptableKeyError):
                 keys.decrypt_private_key(rows[0][0], bytes(rows[0][1]))
         finally:
             app.config["ENCRYPTION_KEY"] = configured
@@ -245,15 +247,15 @@ def test_JW08_private_keys_encrypted_at_rest(app):
 
 @pytest.fixture
 def signing_alg(request, app):
-    """Make a key of ``request.param`` the active one; put RS256 back afterwards."""
+    """Make a key of ``request.param`` the active one; put the default back afterwards."""
     alg = request.param
     with app.app_context():
         keys.rotate_signing_keys(alg)
         keys.rotate_signing_keys(alg)
     yield alg
     with app.app_context():
-        keys.rotate_signing_keys("RS256")
-        keys.rotate_signing_keys("RS256")
+        keys.rotate_signing_keys(defaults.SIGNING_ALG)
+        keys.rotate_signing_keys(defaults.SIGNING_ALG)
 
 
 @pytest.mark.parametrize(("app_config", "signing_alg"),
@@ -278,6 +280,7 @@ def test_signing_algorithms(app, client, signing_alg, oauth_clients, get_token):
 
 # --- rotation (JW03 / JW04 / RL2) -------------------------------------------------------------
 
+@pytest.mark.security("JW04")
 def test_rotation_publishes_before_signing_and_retires_after_expiry(app, client, clock,
                                                                    oauth_clients, get_token):
     client_id, secret = oauth_clients.create(scope="message:send")

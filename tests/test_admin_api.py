@@ -1,4 +1,4 @@
-"""The operator admin REST API (issue 5; SECURITY.md AD01–AD07, AD10, RL5) over HTTP.
+"""The operator admin REST API (issue 5; threat model AD01–AD07, AD10, RL5) over HTTP.
 
 Policies under test (authserver/openapi.py states them for operators):
 - callers: bearer JWTs of ours holding account-management:manage (audit: audit-logs:read too);
@@ -24,23 +24,26 @@ from conftest import OAuthClients, basic_auth
 from credential_actions import LEAK_MARKERS, iso, revoke
 from demo_support import serve
 
-from authserver import api_keys as api_key_service
-from authserver.db import db
-from authserver.models import ApiKey, AuditEvent, Client
-from resource_demo.app import create_app as create_demo_app
-from resource_demo.guard import ResourceGuard
+from authserver.credentials import api_keys as api_key_service
+from authserver.storage.db import db
+from authserver.storage.models import ApiKey, AuditEvent, Client
+from resource_demo.demo.app import create_app as create_demo_app
+from resource_demo.guard.flask import ResourceGuard
 
 KEYS = "/settings/2/api-keys"
 CLIENTS = "/settings/2/oauth-clients"
 AUDIT = "/audit/1/logs"
+ACCOUNTS = "/settings/2/accounts"
 MANAGE = "account-management:manage"
 ADMIN_SCOPE = f"{MANAGE} sms:manage"
 UNKNOWN_KEY_ID = "0123456789ABCDEF0123456789ABCDEF"
 UNKNOWN_CLIENT_ID = "0123456789abcdef0123456789abcdef"
-KEY_FIELDS = {"id", "name", "scopeGuids", "validFrom", "validTo", "allowedIPs", "enabled",
+KEY_FIELDS = {"id", "accountId", "name", "scopeGuids", "validFrom", "validTo", "allowedIPs", "enabled",
               "createdAt", "lastUsedAt"}
-CLIENT_FIELDS = {"clientId", "name", "scopes", "audiences", "tokenTtl", "authMethod", "jwks",
-                 "enabled", "previousSecretExpiresAt", "createdAt", "updatedAt"}
+CLIENT_FIELDS = {"clientId", "accountId", "name", "scopes", "audiences", "tokenTtl", "authMethod",
+                 "jwks", "dpopBoundAccessTokens", "enabled", "hasSecret",
+                 "previousSecretExpiresAt", "createdAt", "updatedAt"}
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def envelope(message_id: str) -> dict:
@@ -52,6 +55,16 @@ def envelope(message_id: str) -> dict:
              "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type"}
     return {"requestError": {"serviceException": {"messageId": message_id,
                                                   "text": texts[message_id]}}}
+
+
+def forbidden(missing: list[str], any_of: bool = False) -> dict:
+    """The 403 envelope naming the scopes the caller lacks (any one of them, or each)."""
+    body = envelope("FORBIDDEN")
+    description = ("This operation needs one of these scopes: " if any_of else
+                   "The caller's own scopes do not cover every one of these scopes: ")
+    body["requestError"]["serviceException"].update(
+        missingScopes=missing, description=description + ", ".join(missing))
+    return body
 
 
 def validation_errors(response) -> dict:
@@ -82,6 +95,15 @@ class Caller:
         return self.http.put(path, json=body, headers={**self.headers,
                                                        **kwargs.pop("headers", {})}, **kwargs)
 
+    def patch(self, path, body=None, **kwargs):
+        """A JSON merge patch (RFC 7396)."""
+        return self.http.patch(path, data=json.dumps(body), content_type=MERGE_PATCH,
+                               headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.http.delete(path, headers={**self.headers, **kwargs.pop("headers", {})},
+                                **kwargs)
+
     def create_key(self, **body):
         body.setdefault("name", "key")
         response = self.post(KEYS, body)
@@ -95,7 +117,8 @@ def make_admin(client, oauth_clients, get_token):
 
     def _make(scope: str = ADMIN_SCOPE, **kwargs) -> Caller:
         client_id, secret = oauth_clients.create(scope=scope, **kwargs)
-        answer = get_token(client_id, secret)
+        # The admin API's own audience (AU01): RFC 8707 resource = ADMIN_AUDIENCE.
+        answer = get_token(client_id, secret, resource=client.application.config["ISSUER"])
         assert answer.status_code == 200, answer.get_json()
         return Caller(client, client_id, secret, answer.get_json()["access_token"])
 
@@ -122,7 +145,8 @@ def live_admin(live_server):
     factory = OAuthClients(live_server.app)
     client_id, secret = factory.create(scope=ADMIN_SCOPE, name="automation")
     token = requests.post(live_server.url + "/oauth2/token",
-                          data={"grant_type": "client_credentials"},
+                          data={"grant_type": "client_credentials",
+                                "resource": live_server.app.config["ISSUER"]},
                           headers=basic_auth(client_id, secret), timeout=10).json()
     return factory, {"Authorization": f"Bearer {token['access_token']}"}, client_id
 
@@ -178,8 +202,11 @@ def test_done_when_key_lifecycle_over_http(live_server, live_admin):
 # -- who may call (AD02, AD06) ---------------------------------------------------------------
 
 ROUTES = [("GET", KEYS), ("POST", KEYS), ("GET", f"{KEYS}/{UNKNOWN_KEY_ID}"),
-          ("PUT", f"{KEYS}/{UNKNOWN_KEY_ID}"), ("GET", CLIENTS), ("POST", CLIENTS),
+          ("PUT", f"{KEYS}/{UNKNOWN_KEY_ID}"), ("PATCH", f"{KEYS}/{UNKNOWN_KEY_ID}"),
+          ("DELETE", f"{KEYS}/{UNKNOWN_KEY_ID}"), ("GET", CLIENTS), ("POST", CLIENTS),
           ("GET", f"{CLIENTS}/{UNKNOWN_CLIENT_ID}"), ("PUT", f"{CLIENTS}/{UNKNOWN_CLIENT_ID}"),
+          ("PATCH", f"{CLIENTS}/{UNKNOWN_CLIENT_ID}"),
+          ("DELETE", f"{CLIENTS}/{UNKNOWN_CLIENT_ID}"),
           ("POST", f"{CLIENTS}/{UNKNOWN_CLIENT_ID}/rotate-secret"),
           ("GET", "/settings/2/scopes"), ("GET", AUDIT)]
 
@@ -226,6 +253,27 @@ def test_AD02_two_authorization_headers_are_400(client, admin):
     assert client.get(KEYS, headers=headers).status_code == 400
 
 
+def _non_canonical(token: str) -> list[str]:
+    """Spellings of ``token`` whose bytes decode the same: padding, set unused bits."""
+    head, payload, signature = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    variants = [f"{head}.{payload}.{signature}==", f"{head}.{payload}=.{signature}"]
+    unused = {2: 0b1111, 3: 0b11}.get(len(signature) % 4)
+    if unused:
+        last = alphabet[alphabet.index(signature[-1]) | unused]
+        variants.append(f"{head}.{payload}.{signature[:-1]}{last}")
+    return variants
+
+
+def test_item11_non_canonical_encodings_are_401(client, admin):
+    """Non-canonical JWT encodings (threat model item 10): the admin API uses the guard's verifier,
+    so a padded or bit-twiddled copy of a valid token is refused here as at every guard."""
+    assert admin.get(KEYS).status_code == 200
+    for variant in _non_canonical(admin.token):
+        response = client.get(KEYS, headers={"Authorization": f"Bearer {variant}"})
+        assert (response.status_code, response.get_json()) == (401, envelope("UNAUTHORIZED"))
+
+
 def test_AD02_revoked_token_is_401(client, admin):
     assert revoke(client, admin.token, basic_auth(admin.client_id, admin.secret)).status_code == 200
     response = admin.get(KEYS)
@@ -240,7 +288,7 @@ def test_AD02_expired_token_is_401(admin, clock):
 
 def test_AD02_disabled_client_token_is_401(app, admin):
     with app.app_context():
-        from authserver import clients
+        from authserver.credentials import clients
 
         clients.disable_client(admin.client_id, actor="test")
     assert admin.get(KEYS).status_code == 401
@@ -256,8 +304,61 @@ def test_AD02_token_for_another_audience_is_401(client, oauth_clients, get_token
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("scope", ["sms:manage", "message:send", "audit-logs:read",
-                                   "tokens:introspect"])
+def test_AU01_a_token_for_the_api_audience_is_refused_by_the_admin_api(client, oauth_clients,
+                                                                      get_token):
+    """Issue 18 finding 4: a token every resource server accepts (the default audience)
+    cannot be replayed at the admin API."""
+    client_id, secret = oauth_clients.create(scope=ADMIN_SCOPE)
+    answer = get_token(client_id, secret)
+    assert answer.status_code == 200
+    assert answer.get_json()["access_token"]
+    response = client.get(KEYS, headers={"Authorization":
+                                         f"Bearer {answer.get_json()['access_token']}"})
+    assert (response.status_code, response.get_json()) == (401, envelope("UNAUTHORIZED"))
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("scope", [MANAGE, "audit-logs:read", ADMIN_SCOPE])
+def test_AU01_admin_scope_holders_get_admin_audience_tokens_without_registering(
+        app, client, oauth_clients, get_token, scope):
+    client_id, secret = oauth_clients.create(scope=scope)
+    answer = get_token(client_id, secret, resource=app.config["ISSUER"])
+    assert answer.status_code == 200, answer.get_json()
+    claims = json.loads(_b64url_decode(answer.get_json()["access_token"].split(".")[1]))
+    assert claims["aud"] == app.config["ISSUER"]
+    path = AUDIT if scope == "audit-logs:read" else KEYS
+    response = client.get(path, headers={"Authorization":
+                                         f"Bearer {answer.get_json()['access_token']}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("scope", ["sms:manage", "message:send", "tokens:introspect"])
+def test_AU01_clients_without_an_admin_scope_cannot_get_admin_tokens(app, oauth_clients,
+                                                                     get_token, scope):
+    client_id, secret = oauth_clients.create(scope=scope)
+    answer = get_token(client_id, secret, resource=app.config["ISSUER"])
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_target"
+
+
+@pytest.mark.parametrize("app_config", [{"ADMIN_AUDIENCE": "https://admin.example.test"}])
+def test_AU01_admin_audience_is_configurable(app, client, oauth_clients, get_token):
+    client_id, secret = oauth_clients.create(scope=ADMIN_SCOPE)
+    issuer_token = get_token(client_id, secret, resource=app.config["ISSUER"])
+    assert issuer_token.get_json()["error"] == "invalid_target"
+    answer = get_token(client_id, secret, resource="https://admin.example.test")
+    assert answer.status_code == 200, answer.get_json()
+    response = client.get(KEYS, headers={"Authorization":
+                                         f"Bearer {answer.get_json()['access_token']}"})
+    assert response.status_code == 200
+
+
+def _b64url_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.mark.parametrize("scope", ["audit-logs:read"])
 def test_AD06_token_without_account_management_is_403(make_admin, scope):
     caller = make_admin(scope)
     for method, path in ROUTES:
@@ -265,7 +366,8 @@ def test_AD06_token_without_account_management_is_403(make_admin, scope):
             continue
         response = caller.http.open(path, method=method, json={"name": "x"},
                                     headers=caller.headers)
-        assert (response.status_code, response.get_json()) == (403, envelope("FORBIDDEN"))
+        accepted = ["audit-logs:read", MANAGE] if path == AUDIT else [MANAGE]
+        assert (response.status_code, response.get_json()) == (403, forbidden(accepted, True))
         assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
 
 
@@ -277,11 +379,11 @@ def test_audit_logs_accept_audit_logs_read(make_admin):
 
 def test_narrowing_a_client_takes_effect_before_its_tokens_expire(app, admin):
     with app.app_context():
-        from authserver import clients
+        from authserver.credentials import clients
 
-        clients.update_client(admin.client_id, actor="test", scope=[MANAGE])
+        clients.update_client(admin.client_id, actor="test", changes={"scopes": [MANAGE]})
     response = admin.post(KEYS, {"name": "k", "scopeGuids": ["sms:message:send"]})
-    assert (response.status_code, response.get_json()) == (403, envelope("FORBIDDEN"))
+    assert (response.status_code, response.get_json()) == (403, forbidden(["sms:message:send"]))
 
 
 # -- AD04: never grant more than you hold ----------------------------------------------------
@@ -311,7 +413,10 @@ def test_AD04_create_key_scopes_must_be_covered(app, make_admin, held, requested
         assert response.status_code == 201
         assert response.get_json()["scopeGuids"] == requested
     else:
-        assert (response.status_code, response.get_json()) == (403, envelope("FORBIDDEN"))
+        exception = response.get_json()["requestError"]["serviceException"]
+        assert response.status_code == 403
+        assert exception["missingScopes"] and set(exception["missingScopes"]) <= set(requested)
+        assert response.get_json() == forbidden(exception["missingScopes"])
         with app.app_context():
             assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey)) == 0
 
@@ -333,7 +438,7 @@ def test_AD04_client_scopes_must_be_covered(make_admin, held, requested, allowed
     response = caller.post(CLIENTS, {"name": "c", "scopes": requested})
     assert response.status_code == (201 if allowed else 403)
     created = caller.post(CLIENTS, {"name": "c2", "scopes": [MANAGE]}).get_json()
-    response = caller.put(f"{CLIENTS}/{created['clientId']}", {"scopes": requested})
+    response = caller.patch(f"{CLIENTS}/{created['clientId']}", {"scopes": requested})
     assert response.status_code == (200 if allowed else 403)
 
 
@@ -358,11 +463,21 @@ def test_AD04_objects_broader_than_the_caller_cannot_be_changed(app, make_admin,
     for method, path, body in [
         ("PUT", f"{KEYS}/{key['id']}", {"enabled": False}),
         ("PUT", f"{KEYS}/{key['id']}", {"scopeGuids": ["sms:message:send"]}),
-        ("PUT", f"{CLIENTS}/{client['clientId']}", {"name": "mine now"}),
+        ("PATCH", f"{KEYS}/{key['id']}", {"name": "mine now"}),
+        ("DELETE", f"{KEYS}/{key['id']}", None),
+        ("PATCH", f"{CLIENTS}/{client['clientId']}", {"name": "mine now"}),
+        ("PUT", f"{CLIENTS}/{client['clientId']}", {
+            "name": "mine now", "scopes": ["sms:message:send"], "audiences": [],
+            "tokenTtl": None, "authMethod": "client_secret_basic", "enabled": True,
+            "dpopBoundAccessTokens": False}),
+        ("DELETE", f"{CLIENTS}/{client['clientId']}", None),
         ("POST", f"{CLIENTS}/{client['clientId']}/rotate-secret", {}),
     ]:
-        response = narrow.http.open(path, method=method, json=body, headers=narrow.headers)
-        assert (response.status_code, response.get_json()) == (403, envelope("FORBIDDEN"))
+        content_type = MERGE_PATCH if method == "PATCH" else "application/json"
+        response = narrow.http.open(path, method=method, headers=narrow.headers,
+                                    data=None if body is None else json.dumps(body),
+                                    content_type=content_type)
+        assert (response.status_code, response.get_json()) == (403, forbidden(["message:send"]))
     # Reading is fine (no secrets), and the broad client's secret still works.
     assert narrow.get(f"{KEYS}/{key['id']}").get_json()["enabled"] is True
     assert get_token(client["clientId"], client["clientSecret"]).status_code == 200
@@ -379,6 +494,31 @@ def test_AD04_any_address_ranges_are_refused(admin, allowlist):
     errors = validation_errors(admin.put(f"{KEYS}/{key['id']}", {"allowedIPs": allowlist}))
     assert list(errors) == ["allowedIPs"]
     assert admin.get(f"{KEYS}/{key['id']}").get_json()["allowedIPs"] == ["10.0.0.0/8"]
+
+
+ANY_ADDRESS_UNIONS = [
+    ["0.0.0.0/1", "128.0.0.0/1"],
+    ["::/1", "8000::/1"],
+    ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/3"],
+    ["::ffff:0.0.0.0/97", "128.0.0.0/1"],
+    ["10.0.0.1", "0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/2"],
+]
+
+
+@pytest.mark.parametrize("allowlist", ANY_ADDRESS_UNIONS)
+def test_AD04_ranges_whose_union_is_any_address_are_refused(admin, allowlist):
+    """Issue 18 finding 10: the rule is on the union of the entries, not on one prefix."""
+    errors = validation_errors(admin.post(KEYS, {"name": "k", "allowedIPs": allowlist}))
+    assert "empty list already allows any address" in errors["allowedIPs"][0]
+    key = admin.create_key(allowedIPs=["10.0.0.0/8"])
+    errors = validation_errors(admin.put(f"{KEYS}/{key['id']}", {"allowedIPs": allowlist}))
+    assert list(errors) == ["allowedIPs"]
+
+
+@pytest.mark.parametrize("allowlist", [["0.0.0.0/1"], ["0.0.0.0/1", "::/1"],
+                                       ["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3"]])
+def test_AD04_broad_ranges_that_leave_addresses_out_are_kept(admin, allowlist):
+    assert admin.create_key(allowedIPs=allowlist)["allowedIPs"] == allowlist
 
 
 def test_allowlists_can_be_set_and_cleared(admin):
@@ -448,9 +588,10 @@ def test_AD03_mass_assignment_is_refused_by_name(app, admin, field):
         errors = validation_errors(admin.post(CLIENTS, {"name": "c2", "scopes": ["sms:manage"],
                                                         field: "X"}))
         assert errors == {field: expected}
-    errors = validation_errors(admin.put(client_path, {"name": "renamed",
-                                                       field: "private_key_jwt"}))
-    assert field in errors
+    errors = validation_errors(admin.patch(client_path, {"name": "renamed",
+                                                         field: "private_key_jwt"}))
+    # authMethod may change now, but not to private_key_jwt without a JWK Set.
+    assert ("jwks" if field == "authMethod" else field) in errors
     # Nothing was created or changed.
     assert admin.get(key_path).get_json()["name"] == "key"
     assert admin.get(client_path).get_json()["name"] == "c"
@@ -485,6 +626,9 @@ def test_AD03_type_confusion_on_key_update(admin, body, field):
     ({"authMethod": 1}, "authMethod"), ({"authMethod": "none"}, "authMethod"),
     ({"jwks": "keys"}, "jwks"), ({"scopes": []}, "scopes"), ({"scopes": ["x:y"]}, "scopes"),
     ({"tokenTtl": 59}, "tokenTtl"), ({"audiences": ["not a uri"]}, "audiences"),
+    ({"dpopBoundAccessTokens": "true"}, "dpopBoundAccessTokens"),
+    ({"dpopBoundAccessTokens": 1}, "dpopBoundAccessTokens"),
+    ({"dpopBoundAccessTokens": None}, "dpopBoundAccessTokens"),
 ])
 def test_AD03_type_confusion_on_client_create(admin, body, field):
     errors = validation_errors(admin.post(CLIENTS, {"name": "c", "scopes": ["sms:manage"],
@@ -541,12 +685,23 @@ def test_AD05_oversized_body_is_413(admin):
     ("page=x", "page"), ("page=1e3", "page"), ("page=99999999999999999999", "page"),
     ("size=10&size=20", "size"), ("owner_id=1", "owner_id"), ("enabled=yes", "enabled"),
     ("enabled=1", "enabled"), ("name=a%00b", "name"), ("name=", "name"),
-    ("name=" + "n" * 201, "name"), ("access_token=x", "access_token"),
+    ("name=" + "n" * 201, "name"),
 ])
 def test_AD05_paging_and_filter_abuse_is_400(admin, query, field):
     # On the audit path name/enabled are unknown parameters: still 400 naming them.
     for path in (KEYS, CLIENTS, AUDIT):
         assert field in validation_errors(admin.get(f"{path}?{query}"))
+
+
+def test_RS14_token_in_the_query_beside_the_header_is_400(admin):
+    """The guard's rule, shared by the admin API: two ways of sending a credential is
+    invalid_request (RFC 6750 §2, §3.1), before any parameter is looked at."""
+    for path in (KEYS, CLIENTS, AUDIT):
+        response = admin.get(f"{path}?access_token=x")
+        assert response.status_code == 400
+        assert response.get_json() == envelope("BAD_REQUEST")
+        assert response.headers["WWW-Authenticate"] == \
+            'Bearer realm="authserver-admin", error="invalid_request"'
 
 
 @pytest.mark.parametrize("path, items", [(KEYS, "apiKeys"), (CLIENTS, "oauthClients"),
@@ -625,15 +780,24 @@ def test_AD06_method_override_headers_are_ignored(admin):
 def test_AD10_only_documented_admin_routes_exist(app, client):
     rules = {(rule.rule, method) for rule in app.url_map.iter_rules()
              for method in rule.methods - {"HEAD", "OPTIONS"}
-             if rule.endpoint.startswith("admin_api.")}
+             if rule.endpoint.startswith(("admin_api.", "admin_accounts.", "admin_reach."))}
     assert rules == {
         (KEYS, "GET"), (KEYS, "POST"), (f"{KEYS}/<key_id>", "GET"), (f"{KEYS}/<key_id>", "PUT"),
+        (f"{KEYS}/<key_id>", "PATCH"), (f"{KEYS}/<key_id>", "DELETE"),
         (CLIENTS, "GET"), (CLIENTS, "POST"), (f"{CLIENTS}/<client_id>", "GET"),
-        (f"{CLIENTS}/<client_id>", "PUT"), (f"{CLIENTS}/<client_id>/rotate-secret", "POST"),
-        ("/settings/2/scopes", "GET"), (AUDIT, "GET"), ("/openapi.json", "GET")}
+        (f"{CLIENTS}/<client_id>", "PUT"), (f"{CLIENTS}/<client_id>", "PATCH"),
+        (f"{CLIENTS}/<client_id>", "DELETE"), (f"{CLIENTS}/<client_id>/rotate-secret", "POST"),
+        ("/settings/2/scopes", "GET"), (AUDIT, "GET"), ("/openapi.json", "GET"),
+        (ACCOUNTS, "GET"), (ACCOUNTS, "POST"), (f"{ACCOUNTS}/<account_id>", "GET"),
+        (f"{ACCOUNTS}/<account_id>", "PUT"), (f"{KEYS}/<key_id>/reach", "GET"),
+        (f"{CLIENTS}/<client_id>/reach", "GET"), ("/settings/2/scopes/narrowest", "POST"),
+        ("/settings/2/resource-servers", "GET"), ("/settings/2/resource-servers/<name>", "GET"),
+        ("/settings/2/resource-servers/<name>", "PUT"),
+        ("/settings/2/resource-servers/<name>", "DELETE")}
     documented = client.get("/openapi.json").get_json()["paths"]
     assert {(path, method.upper()) for path, item in documented.items() for method in item} == {
-        (rule.replace("<key_id>", "{apiKeyId}").replace("<client_id>", "{clientId}"), method)
+        (rule.replace("<key_id>", "{apiKeyId}").replace("<client_id>", "{clientId}")
+         .replace("<account_id>", "{accountId}").replace("<name>", "{name}"), method)
         for rule, method in rules}
 
 
@@ -645,8 +809,8 @@ def test_AD10_undocumented_paths_are_404(admin, path):
     assert admin.get(path).status_code == 404
 
 
-@pytest.mark.parametrize("method, path", [("DELETE", f"{KEYS}/{UNKNOWN_KEY_ID}"),
-                                          ("PATCH", f"{KEYS}/{UNKNOWN_KEY_ID}"),
+@pytest.mark.parametrize("method, path", [("POST", f"{KEYS}/{UNKNOWN_KEY_ID}"),
+                                          ("PATCH", KEYS), ("POST", f"{CLIENTS}/x"),
                                           ("DELETE", KEYS), ("PUT", KEYS),
                                           ("GET", f"{CLIENTS}/x/rotate-secret"),
                                           ("POST", "/settings/2/scopes"), ("DELETE", AUDIT)])
@@ -656,7 +820,7 @@ def test_other_methods_are_405_in_the_envelope(admin, method, path):
     assert response.headers["Allow"]
 
 
-# -- secrets shown once (AD03, SECURITY.md 16) -----------------------------------------------
+# -- secrets shown once (AD03, threat model item 16) -----------------------------------------
 
 def test_secrets_appear_only_in_create_and_rotate_answers(app, admin):
     key = admin.create_key()
@@ -687,7 +851,9 @@ def test_create_answers_are_not_cached(admin):
 
 # -- OAuth clients ---------------------------------------------------------------------------
 
-def test_client_lifecycle(admin, get_token, clock):
+def test_client_lifecycle(make_admin, get_token, clock):
+    # The caller may use the audience it grants (AU02).
+    admin = make_admin(audiences=["https://sms.example.test"])
     created = admin.post(CLIENTS, {"name": "svc", "scopes": ["sms:message:send"],
                                    "tokenTtl": 600, "audiences": ["https://sms.example.test"]})
     assert created.status_code == 201
@@ -701,7 +867,7 @@ def test_client_lifecycle(admin, get_token, clock):
     token = get_token(body["clientId"], secret)
     assert (token.status_code, token.get_json()["expires_in"]) == (200, 600)
 
-    updated = admin.put(path, {"tokenTtl": None, "scopes": ["sms:logs:read"], "name": "svc2"})
+    updated = admin.patch(path, {"tokenTtl": None, "scopes": ["sms:logs:read"], "name": "svc2"})
     assert updated.status_code == 200
     assert (updated.get_json()["tokenTtl"], updated.get_json()["scopes"]) == (
         None, ["sms:logs:read"])
@@ -718,7 +884,7 @@ def test_client_lifecycle(admin, get_token, clock):
     assert no_grace.status_code == 200
     assert get_token(body["clientId"], new_secret).status_code == 401
 
-    assert admin.put(path, {"enabled": False}).get_json()["enabled"] is False
+    assert admin.patch(path, {"enabled": False}).get_json()["enabled"] is False
     assert get_token(body["clientId"], no_grace.get_json()["clientSecret"]).status_code == 401
     listed = admin.get(f"{CLIENTS}?enabled=false").get_json()["oauthClients"]
     assert [row["clientId"] for row in listed] == [body["clientId"]]
@@ -736,7 +902,7 @@ def test_private_key_jwt_client(admin):
     path = f"{CLIENTS}/{created.get_json()['clientId']}"
     assert "authMethod" in validation_errors(admin.post(f"{path}/rotate-secret"))
     other = AssertionSigner(kid="client-key-2")
-    assert admin.put(path, {"jwks": other.jwks}).get_json()["jwks"] == other.jwks
+    assert admin.patch(path, {"jwks": other.jwks}).get_json()["jwks"] == other.jwks
     missing = admin.post(CLIENTS, {"name": "pk", "scopes": ["sms:manage"],
                                    "authMethod": "private_key_jwt"})
     assert "jwks" in validation_errors(missing)
@@ -770,9 +936,9 @@ def test_AD07_every_change_is_audited_with_before_and_after(app, admin):
     admin.put(f"{KEYS}/{key['id']}", {"name": "renamed", "allowedIPs": ["10.0.0.0/8"]})
     admin.put(f"{KEYS}/{key['id']}", {"enabled": False})
     client = admin.post(CLIENTS, {"name": "c", "scopes": ["sms:manage"]}).get_json()
-    admin.put(f"{CLIENTS}/{client['clientId']}", {"tokenTtl": 120})
+    admin.patch(f"{CLIENTS}/{client['clientId']}", {"tokenTtl": 120})
     admin.post(f"{CLIENTS}/{client['clientId']}/rotate-secret", {"gracePeriod": 10})
-    admin.put(f"{CLIENTS}/{client['clientId']}", {"enabled": False})
+    admin.patch(f"{CLIENTS}/{client['clientId']}", {"enabled": False})
 
     key_events = audit_events(app, key["id"])
     assert [(e.actor, e.action) for e in key_events] == [
@@ -784,7 +950,8 @@ def test_AD07_every_change_is_audited_with_before_and_after(app, admin):
     assert [(e.actor, e.action) for e in client_events] == [
         (admin.actor, "create"), (admin.actor, "update"), (admin.actor, "rotate-secret"),
         (admin.actor, "disable")]
-    assert client_events[1].changes["token_ttl"] == {"before": None, "after": 120}
+    assert client_events[1].changes == {"tokenTtl": {"before": None, "after": 120}}
+    assert client_events[2].changes["gracePeriod"] == {"before": None, "after": 10}
 
     logs = admin.get(f"{AUDIT}?actor={admin.actor}&size=100").get_json()
     assert [e["objectId"] for e in logs["logs"]] == [client["clientId"]] * 4 + [key["id"]] * 3
@@ -941,8 +1108,69 @@ def test_unknown_query_parameters_are_400_everywhere(admin):
                          ("POST", KEYS), ("POST", CLIENTS), ("GET", "/settings/2/scopes"),
                          ("GET", f"{CLIENTS}/{client['clientId']}"),
                          ("PUT", f"{CLIENTS}/{client['clientId']}"),
+                         ("PATCH", f"{CLIENTS}/{client['clientId']}"),
+                         ("PATCH", f"{KEYS}/{key['id']}"), ("DELETE", f"{KEYS}/{key['id']}"),
+                         ("DELETE", f"{CLIENTS}/{client['clientId']}"),
                          ("POST", f"{CLIENTS}/{client['clientId']}/rotate-secret")]:
         response = admin.http.open(f"{path}?owner_id=1", method=method, json={"name": "x"},
                                    headers=admin.headers)
         assert validation_errors(response) == {"owner_id": ["unknown query parameter"]}
     assert admin.get(f"{KEYS}/{key['id']}").get_json()["name"] == "key"
+
+
+def test_AU01_admin_audience_equal_to_the_default_audience_is_refused_at_start(tmp_path):
+    from authserver import create_app
+
+    with pytest.raises(ValueError, match="ADMIN_AUDIENCE must differ"):
+        create_app({"TESTING": True, "ISSUER": "https://auth.example.test",
+                    "ADMIN_AUDIENCE": "https://auth.example.test/api"},
+                   instance_path=str(tmp_path))
+
+
+# -- AU02: audiences are granted like scopes (issue 18 finding 13) ------------------------------
+
+PRIVATE_API = "https://billing.internal/api"
+
+
+def test_AU02_a_caller_cannot_give_a_client_an_audience_it_cannot_use(admin, get_token):
+    for body in ({"name": "c", "scopes": ["sms:message:send"], "audiences": [PRIVATE_API]},):
+        refused = admin.post(CLIENTS, body)
+        assert (refused.status_code, refused.get_json()) == (403, envelope("FORBIDDEN"))
+    other = admin.post(CLIENTS, {"name": "c", "scopes": ["sms:message:send"]}).get_json()
+    for client_id in (other["clientId"], admin.client_id):  # another client, and itself
+        refused = admin.patch(f"{CLIENTS}/{client_id}", {"audiences": [PRIVATE_API]})
+        assert (refused.status_code, refused.get_json()) == (403, envelope("FORBIDDEN"))
+        assert admin.get(f"{CLIENTS}/{client_id}").get_json()["audiences"] == []
+    # Nothing was granted: no token for the private API.
+    answer = get_token(admin.client_id, admin.secret, resource=PRIVATE_API)
+    assert answer.get_json()["error"] == "invalid_target"
+
+
+def test_AU02_a_caller_grants_the_audiences_it_holds(app, make_admin):
+    caller = make_admin(audiences=[PRIVATE_API])
+    created = caller.post(CLIENTS, {"name": "c", "scopes": ["sms:message:send"],
+                                    "audiences": [PRIVATE_API, app.config["DEFAULT_AUDIENCE"]]})
+    assert created.status_code == 201, created.get_json()
+    narrower = make_admin()
+    # A client with an audience the caller cannot use is beyond it, like one with more scopes.
+    refused = narrower.patch(f"{CLIENTS}/{created.get_json()['clientId']}", {"name": "renamed"})
+    assert refused.status_code == 403
+
+
+def test_AU02_a_client_disabled_by_an_operator_stays_disabled_for_api_callers(app, admin):
+    from authserver.credentials import clients as client_service
+
+    created = admin.post(CLIENTS, {"name": "c", "scopes": ["sms:message:send"]}).get_json()
+    with app.app_context():
+        client_service.disable_client(created["clientId"], actor="operator:alice")
+    refused = admin.patch(f"{CLIENTS}/{created['clientId']}", {"enabled": True})
+    assert (refused.status_code, refused.get_json()) == (403, envelope("FORBIDDEN"))
+    assert admin.get(f"{CLIENTS}/{created['clientId']}").get_json()["enabled"] is False
+    # Other changes are still allowed, and the operator can enable it again.
+    assert admin.patch(f"{CLIENTS}/{created['clientId']}", {"name": "n"}).status_code == 200
+    with app.app_context():
+        client_service.update_client(created["clientId"], actor="operator:alice",
+                                     changes={"enabled": True})
+    # A client disabled through the API may be enabled again through the API.
+    assert admin.patch(f"{CLIENTS}/{created['clientId']}", {"enabled": False}).status_code == 200
+    assert admin.patch(f"{CLIENTS}/{created['clientId']}", {"enabled": True}).status_code == 200

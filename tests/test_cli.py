@@ -17,15 +17,15 @@ import jwt
 import psycopg
 import pytest
 import requests
-
-import authserver.cli
-from authserver import create_app
-from authserver.db import current_revision, db
-from authserver.scopes import current_catalogue
 from conftest import BACKENDS, PG_ADMIN_DSN, basic_auth
 from oauth_support import table_counts
 
-main = authserver.cli.main
+import authserver.admin.cli
+from authserver import create_app
+from authserver.scopes import current_catalogue
+from authserver.storage.db import current_revision, db
+
+main = authserver.admin.cli.main
 
 
 def invoke(runner, *args: str):
@@ -126,9 +126,9 @@ def test_scopes_list_json(app, runner):
         assert [row["name"] for row in rows] == catalogue.names
     by_name = {row["name"]: row for row in rows}
     assert len(rows) >= 160 and "tokens:introspect" in by_name
-    assert by_name["sms:message:send"]["covered_by"] == ["message:send", "sms:manage"]
-    assert by_name["sms:manage"]["covered_by"] == []
-    assert all({"name", "category", "description", "covered_by"} <= set(row) for row in rows)
+    assert by_name["sms:message:send"]["coveredBy"] == ["message:send", "sms:manage"]
+    assert by_name["sms:manage"]["coveredBy"] == []
+    assert all({"name", "category", "description", "coveredBy"} <= set(row) for row in rows)
     assert all(row["description"] for row in rows)
 
 
@@ -145,32 +145,32 @@ def test_scopes_list_human(runner):
 def test_clients_create_json_and_token(app, client, runner):
     before = table_counts(app)
     created = create(runner, scope="message:send")
-    assert {"client_id", "client_secret", "scope", "name", "auth_method", "enabled",
-            "token_ttl", "audiences"} <= set(created)
-    assert created["scope"] == "message:send" and created["enabled"] is True
-    assert created["auth_method"] == "client_secret_basic"
-    assert len(created["client_secret"]) >= 43          # 256 bits, urlsafe base64
+    assert {"clientId", "clientSecret", "scopes", "name", "authMethod", "enabled",
+            "tokenTtl", "audiences"} <= set(created)
+    assert created["scopes"] == ["message:send"] and created["enabled"] is True
+    assert created["authMethod"] == "client_secret_basic"
+    assert len(created["clientSecret"]) >= 43          # 256 bits, urlsafe base64
     after = table_counts(app)
     assert after["clients"] == before["clients"] + 1
     assert after["audit_events"] == before["audit_events"] + 1
-    response = token_response(client, created["client_id"], created["client_secret"],
+    response = token_response(client, created["clientId"], created["clientSecret"],
                               scope="sms:message:send")
     assert response.status_code == 200
     claims = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
-    assert claims["sub"] == created["client_id"] and claims["scope"] == "sms:message:send"
+    assert claims["sub"] == created["clientId"] and claims["scope"] == "sms:message:send"
 
 
 def test_clients_create_options(app, client, runner):
     created = create(runner, "--token-ttl", "600", "--audience", "https://a.example.test",
                      "--audience", "https://b.example.test", "--auth-method",
                      "client_secret_post", scope="sms:message:send sms:logs:read")
-    assert created["token_ttl"] == 600
+    assert created["tokenTtl"] == 600
     assert created["audiences"] == ["https://a.example.test", "https://b.example.test"]
-    assert created["auth_method"] == "client_secret_post"
-    assert created["scope"] == "sms:message:send sms:logs:read"
+    assert created["authMethod"] == "client_secret_post"
+    assert created["scopes"] == ["sms:message:send", "sms:logs:read"]
     response = client.post("/oauth2/token", data={
-        "grant_type": "client_credentials", "client_id": created["client_id"],
-        "client_secret": created["client_secret"], "resource": "https://b.example.test"})
+        "grant_type": "client_credentials", "client_id": created["clientId"],
+        "client_secret": created["clientSecret"], "resource": "https://b.example.test"})
     assert response.status_code == 200 and response.get_json()["expires_in"] == 600
     claims = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
     assert claims["aud"] == "https://b.example.test"
@@ -184,8 +184,8 @@ def test_clients_create_private_key_jwt(app, runner, tmp_path):
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": [{**jwk, "kid": "k1"}]}))
     created = create(runner, "--auth-method", "private_key_jwt", "--jwks-file", str(jwks_file))
-    assert created["auth_method"] == "private_key_jwt"
-    assert "client_secret" not in created
+    assert created["authMethod"] == "private_key_jwt"
+    assert "clientSecret" not in created and created["hasSecret"] is False
 
 
 def test_clients_list_and_show_never_print_secrets(app, runner):
@@ -193,49 +193,49 @@ def test_clients_list_and_show_never_print_secrets(app, runner):
     second = create(runner, scope="sms:manage")
     listing = invoke(runner, "clients", "list", "--json")
     rows = json.loads(listing.stdout)
-    assert [row["client_id"] for row in rows] == [first["client_id"], second["client_id"]]
+    assert [row["clientId"] for row in rows] == [first["clientId"], second["clientId"]]
     human = invoke(runner, "clients", "list")
-    shown = invoke(runner, "clients", "show", first["client_id"], "--json")
-    assert json.loads(shown.stdout)["client_id"] == first["client_id"]
-    human_show = invoke(runner, "clients", "show", first["client_id"])
-    from authserver.hashing import hash_secret
+    shown = invoke(runner, "clients", "show", first["clientId"], "--json")
+    assert json.loads(shown.stdout)["clientId"] == first["clientId"]
+    human_show = invoke(runner, "clients", "show", first["clientId"])
+    from authserver.credentials.hashing import hash_secret
 
     for output in (listing.stdout, human.stdout, shown.stdout, human_show.stdout):
-        for secret in (first["client_secret"], second["client_secret"]):
+        for secret in (first["clientSecret"], second["clientSecret"]):
             assert secret not in output and hash_secret(secret) not in output
     for row in [*rows, json.loads(shown.stdout)]:
         assert not [name for name in row if "secret" in name or "hash" in name]
-    assert first["client_id"] in human.stdout and "enabled" in human.stdout
+    assert first["clientId"] in human.stdout and "enabled" in human.stdout
 
 
 def test_clients_disable(app, client, runner):
     created = create(runner)
-    disabled = invoke_json(runner, "clients", "disable", created["client_id"])
+    disabled = invoke_json(runner, "clients", "disable", created["clientId"])
     assert disabled["enabled"] is False
-    response = token_response(client, created["client_id"], created["client_secret"])
+    response = token_response(client, created["clientId"], created["clientSecret"])
     assert response.status_code == 401
-    assert invoke_json(runner, "clients", "show", created["client_id"])["enabled"] is False
+    assert invoke_json(runner, "clients", "show", created["clientId"])["enabled"] is False
 
 
 def test_clients_rotate_secret(app, client, runner):
     created = create(runner)
-    rotated = invoke_json(runner, "clients", "rotate-secret", created["client_id"])
-    assert rotated["client_secret"] != created["client_secret"]
-    assert token_response(client, created["client_id"], created["client_secret"]).status_code \
+    rotated = invoke_json(runner, "clients", "rotate-secret", created["clientId"])
+    assert rotated["clientSecret"] != created["clientSecret"]
+    assert token_response(client, created["clientId"], created["clientSecret"]).status_code \
         == 401
-    assert token_response(client, created["client_id"], rotated["client_secret"]).status_code \
+    assert token_response(client, created["clientId"], rotated["clientSecret"]).status_code \
         == 200
 
 
 def test_clients_rotate_secret_with_grace(app, client, clock, runner):
     created = create(runner)
-    rotated = invoke_json(runner, "clients", "rotate-secret", created["client_id"],
+    rotated = invoke_json(runner, "clients", "rotate-secret", created["clientId"],
                           "--grace-period", "60")
-    old, new = created["client_secret"], rotated["client_secret"]
-    assert token_response(client, created["client_id"], old).status_code == 200
+    old, new = created["clientSecret"], rotated["clientSecret"]
+    assert token_response(client, created["clientId"], old).status_code == 200
     clock.advance(61)
-    assert token_response(client, created["client_id"], old).status_code == 401
-    assert token_response(client, created["client_id"], new).status_code == 200
+    assert token_response(client, created["clientId"], old).status_code == 401
+    assert token_response(client, created["clientId"], new).status_code == 200
 
 
 CREATE_VALIDATION_ERRORS = [
@@ -243,12 +243,12 @@ CREATE_VALIDATION_ERRORS = [
     (["--name", "   ", "--scope", "message:send"], "name"),
     (["--name", "bell\x07", "--scope", "message:send"], "name"),
     (["--name", "x" * 201, "--scope", "message:send"], "name"),
-    (["--name", "svc", "--scope", ""], "scope"),
-    (["--name", "svc", "--scope", "nosuch:scope"], "scope"),
-    (["--name", "svc", "--scope", "Message:Send"], "scope"),
-    (["--name", "svc", "--scope", "message:send  sms:manage"], "scope"),
-    (["--name", "svc", "--scope", "message:send\tsms:manage"], "scope"),
-    (["--name", "svc", "--scope", "*"], "scope"),
+    (["--name", "svc", "--scope", ""], "scopes"),
+    (["--name", "svc", "--scope", "nosuch:scope"], "scopes"),
+    (["--name", "svc", "--scope", "Message:Send"], "scopes"),
+    (["--name", "svc", "--scope", "message:send  sms:manage"], "scopes"),
+    (["--name", "svc", "--scope", "message:send\tsms:manage"], "scopes"),
+    (["--name", "svc", "--scope", "*"], "scopes"),
     (["--name", "svc", "--scope", "message:send", "--token-ttl", "10"], "tokenTtl"),
     (["--name", "svc", "--scope", "message:send", "--token-ttl", "86401"], "tokenTtl"),
     (["--name", "svc", "--scope", "message:send", "--audience", "not a uri"], "audiences"),
@@ -327,7 +327,7 @@ def test_unknown_client(app, runner, command):
 def test_rotate_secret_bad_grace_period(app, runner, grace):
     created = create(runner)
     before = table_counts(app)
-    result = invoke(runner, "clients", "rotate-secret", created["client_id"],
+    result = invoke(runner, "clients", "rotate-secret", created["clientId"],
                     "--grace-period", grace)
     assert result.exit_code == 1 and "error: gracePeriod:" in result.stderr
     assert table_counts(app) == before
@@ -342,9 +342,88 @@ def test_rotate_secret_of_private_key_jwt_client(app, runner, tmp_path):
     jwks_file.write_text(json.dumps({"keys": [jwk]}))
     created = create(runner, "--auth-method", "private_key_jwt", "--jwks-file", str(jwks_file))
     before = table_counts(app)
-    result = invoke(runner, "clients", "rotate-secret", created["client_id"])
+    result = invoke(runner, "clients", "rotate-secret", created["clientId"])
     assert result.exit_code == 1 and "error: authMethod:" in result.stderr
     assert table_counts(app) == before
+
+
+def test_clients_update(app, client, runner, tmp_path):
+    created = create(runner, scope="sms:manage")
+    updated = invoke_json(runner, "clients", "update", created["clientId"], "--name", "renamed",
+                          "--scope", "sms:logs:read sms:message:send", "--token-ttl", "120",
+                          "--audience", "https://a.example.test")
+    assert (updated["name"], updated["scopes"], updated["tokenTtl"], updated["audiences"]) == (
+        "renamed", ["sms:logs:read", "sms:message:send"], 120, ["https://a.example.test"])
+    answer = token_response(client, created["clientId"], created["clientSecret"])
+    assert answer.get_json()["expires_in"] == 120
+    reset = invoke_json(runner, "clients", "update", created["clientId"], "--default-token-ttl",
+                        "--clear-audiences", "--auth-method", "client_secret_post")
+    assert (reset["tokenTtl"], reset["audiences"], reset["authMethod"]) == (
+        None, [], "client_secret_post")
+    refused = invoke(runner, "clients", "update", created["clientId"], "--token-ttl", "5")
+    assert refused.exit_code == 1 and "error: tokenTtl:" in refused.stderr
+    nothing = invoke(runner, "clients", "update", created["clientId"])
+    assert nothing.exit_code == 1 and "error:" in nothing.stderr
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [{**jwk, "kid": "k1"}]}))
+    switched = invoke_json(runner, "clients", "update", created["clientId"], "--auth-method",
+                           "private_key_jwt", "--jwks-file", str(jwks_file))
+    assert (switched["authMethod"], switched["hasSecret"]) == ("private_key_jwt", False)
+    assert token_response(client, created["clientId"], created["clientSecret"]).status_code \
+        == 401
+
+
+def test_clients_and_api_keys_delete(app, client, runner):
+    created = create(runner)
+    asked = runner.invoke(main, ["clients", "delete", created["clientId"]], input="n\n")
+    assert asked.exit_code == 1 and "for good?" in asked.output  # declined: nothing deleted
+    assert invoke_json(runner, "clients", "show", created["clientId"])["enabled"] is True
+    deleted = invoke(runner, "clients", "delete", created["clientId"], "--yes")
+    assert deleted.exit_code == 0 and created["clientId"] in deleted.stdout
+    assert token_response(client, created["clientId"], created["clientSecret"]).status_code \
+        == 401
+    assert invoke(runner, "clients", "show", created["clientId"]).exit_code == 1
+    key = invoke_json(runner, "api-keys", "create", "--name", "k", "--scope", "sms:manage")
+    confirmed = runner.invoke(main, ["api-keys", "delete", key["id"]], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert invoke(runner, "api-keys", "show", key["id"]).exit_code == 1
+    assert invoke(runner, "api-keys", "delete", key["id"], "--yes").exit_code == 1
+    with app.app_context():
+        from authserver.storage import audit
+
+        events, _ = audit.query_events(size=100)
+        assert {(e.object_id, e.action) for e in events} >= {
+            (created["clientId"], "delete"), (key["id"], "delete")}
+
+
+def _json_names(value) -> set:
+    if isinstance(value, dict):
+        return set(value) | {name for item in value.values() for name in _json_names(item)}
+    if isinstance(value, list):
+        return {name for item in value for name in _json_names(item)}
+    return set()
+
+
+def test_every_json_output_is_camel_case(app, runner):
+    """One casing: the CLI's --json uses the admin API's names (CHANGELOG.md lists renames)."""
+    import re
+
+    created = create(runner)
+    key = invoke_json(runner, "api-keys", "create", "--name", "k", "--scope", "sms:manage")
+    outputs = [created, key, invoke_json(runner, "clients", "list"),
+               invoke_json(runner, "clients", "show", created["clientId"]),
+               invoke_json(runner, "clients", "rotate-secret", created["clientId"]),
+               invoke_json(runner, "clients", "disable", created["clientId"]),
+               invoke_json(runner, "api-keys", "list"),
+               invoke_json(runner, "api-keys", "show", key["id"]),
+               invoke_json(runner, "scopes", "list"), invoke_json(runner, "signing-keys", "list")]
+    names = set().union(*(_json_names(output) for output in outputs))
+    assert names and all(re.fullmatch(r"[a-z][A-Za-z0-9]*", name) for name in names), names
 
 
 # --- signing keys -------------------------------------------------------------------------------
@@ -442,19 +521,19 @@ def test_real_processes_init_create_serve_token_sigterm(process_env, tmp_path):
         response = requests.post(metadata["token_endpoint"],
                                  data={"grant_type": "client_credentials",
                                        "scope": "sms:message:send"},
-                                 auth=(created["client_id"], created["client_secret"]),
+                                 auth=(created["clientId"], created["clientSecret"]),
                                  timeout=5)
         assert response.status_code == 200, response.text
         assert response.headers["Cache-Control"] == "no-store"
         token = response.json()["access_token"]
         signing_key = jwt.PyJWKClient(metadata["jwks_uri"]).get_signing_key_from_jwt(token)
-        claims = jwt.decode(token, signing_key, algorithms=["RS256"], issuer=base,
+        claims = jwt.decode(token, signing_key, algorithms=[signing_key.algorithm_name], issuer=base,
                             audience=base + "/api")
-        assert claims["sub"] == created["client_id"] and claims["scope"] == "sms:message:send"
+        assert claims["sub"] == created["clientId"] and claims["scope"] == "sms:message:send"
         assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
         refused = requests.post(metadata["token_endpoint"],
                                 data={"grant_type": "client_credentials"},
-                                auth=(created["client_id"], "wrong"), timeout=5)
+                                auth=(created["clientId"], "wrong"), timeout=5)
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
     finally:
         server.send_signal(signal.SIGTERM)

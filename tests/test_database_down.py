@@ -1,4 +1,4 @@
-"""The database cannot be reached (SECURITY.md item 8, RL1, RV06): every endpoint that needs it
+"""The database cannot be reached (threat model item 8, RL1, RV06): every endpoint that needs it
 answers 503 with Retry-After, never 400/401 or ``active: false``, and names no DSN."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from conftest import ENCRYPTION_KEY, ISSUER, basic_auth
 from credential_actions import ASSERTION_TYPE, AssertionSigner, assert_clean_error
 
 import authserver
-from authserver import api_keys
 from authserver.clock import utcnow
-from authserver.db import db
+from authserver.credentials import api_keys
+from authserver.storage.db import db
 
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 DSN_PARTS = ("127.0.0.1", ":1/", "/none", "postgres", "psycopg", "OperationalError",

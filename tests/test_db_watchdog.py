@@ -1,4 +1,4 @@
-"""The per-transaction database deadline (SECURITY.md RL1: no unbounded waits on a hung DB)."""
+"""The per-transaction database deadline (threat model RL1: no unbounded waits on a hung DB)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import sqlalchemy as sa
 from conftest import basic_auth
 from sqlalchemy.exc import OperationalError
 
-from authserver.db import db
+from authserver.storage.db import db
+
+# These tests sever connections and add a request hook: each gets an app and engine of its own.
+pytestmark = pytest.mark.own_app
 
 
 @pytest.fixture

@@ -15,16 +15,6 @@ from datetime import timedelta
 
 import pytest
 import requests
-from infobip_api_client import (
-    ApiClient, Configuration, FormsApi, SmsApi, SmsBulkStatus, SmsDestination, SmsMessage,
-    SmsMessageContent, SmsMessageRequestOptions, SmsPreviewRequest, SmsRequest,
-    SmsRequestSchedulingSettings, SmsTextContent, SmsUpdateStatusRequest,
-)
-from infobip_api_client.exceptions import (
-    ApiException, BadRequestException, ForbiddenException, NotFoundException,
-    UnauthorizedException,
-)
-
 from demo_support import FakeClock
 from guard_support import (  # noqa: F401  (fixtures)
     BAD_REQUEST,
@@ -36,15 +26,40 @@ from guard_support import (  # noqa: F401  (fixtures)
     guard_config,
     running,
 )
-from resource_demo.api import ENDPOINT_SCOPES, MAX_BODY_BYTES
-from resource_demo.app import create_app as create_demo_app
-from resource_demo.errors import ServiceUnavailable
-from resource_demo.storage import DemoStore, seed_inbound
+from infobip_api_client import (
+    ApiClient,
+    Configuration,
+    FormsApi,
+    SmsApi,
+    SmsBulkStatus,
+    SmsDestination,
+    SmsMessage,
+    SmsMessageContent,
+    SmsMessageRequestOptions,
+    SmsPreviewRequest,
+    SmsRequest,
+    SmsRequestSchedulingSettings,
+    SmsTextContent,
+    SmsUpdateStatusRequest,
+)
+from infobip_api_client.exceptions import (
+    ApiException,
+    BadRequestException,
+    ForbiddenException,
+    NotFoundException,
+    UnauthorizedException,
+)
+
+from authserver.accounts import registry as accounts
+from resource_demo.demo.api import ENDPOINT_SCOPES, MAX_BODY_BYTES
+from resource_demo.demo.app import create_app as create_demo_app
+from resource_demo.demo.storage import AccountStores, DemoStore, seed_inbound
+from resource_demo.guard.errors import ServiceUnavailable
 
 GENERAL_ERROR = ('{"requestError":{"serviceException":{"messageId":"GENERAL_ERROR",'
                  '"text":"Something went wrong. Please contact support."}}}')
 
-# SCOPES.md, "SMS endpoints for the demo resource server", copied by hand on purpose:
+# docs/scopes.md, "Demo API endpoints", copied by hand on purpose:
 # the module's table must not drift from the documented one.
 DOCUMENTED_SCOPES = {
     ("POST", "/sms/3/messages"): ("message:send", "sms:message:send", "sms:manage"),
@@ -63,7 +78,7 @@ DOCUMENTED_SCOPES = {
     ("GET", "/people/2/persons"): ("people:manage", "people:read"),
     ("GET", "/forms/1/forms"): ("forms:manage", "forms:read", "web:sdk"),
 }
-# SCOPES.md: key management, sub-account and balance endpoints do not accept API keys.
+# docs/scopes.md: key management, sub-account and balance endpoints do not accept API keys.
 REFUSE_API_KEYS = {("GET", "/account/1/balance")}
 
 
@@ -77,8 +92,8 @@ def demo_clock():
 
 @pytest.fixture
 def demo_store(demo_clock):
-    """A fresh demo store per test."""
-    return DemoStore(clock=demo_clock)
+    """Fresh demo stores per test (one per account, on the test's clock)."""
+    return AccountStores(lambda: DemoStore(clock=demo_clock))
 
 
 @pytest.fixture
@@ -242,7 +257,7 @@ def test_older_send_endpoint(http):
 
 
 def test_store_is_bounded(http, auth_server, credentials):
-    small = DemoStore(max_messages=3)
+    small = AccountStores(lambda: DemoStore(max_messages=3))
     app = create_demo_app(guard_config(auth_server, credentials), store=small)
     with running(app) as url:
         for n in range(5):
@@ -254,10 +269,12 @@ def test_store_is_bounded(http, auth_server, credentials):
 
 # -- inbound, preview, scheduled bulks ---------------------------------------------------
 
-def test_inbound_messages_are_handed_out_once(api_client, demo_store):
-    seed_inbound(demo_store, sender="385911234567", to="447860099299", text="JOIN demo",
+def test_inbound_messages_are_handed_out_once(api_client, demo_store, auth_server):
+    with auth_server.app.app_context():  # the test's credentials are the platform account's
+        inbox = demo_store.for_account(accounts.platform_account_id())
+    seed_inbound(inbox, sender="385911234567", to="447860099299", text="JOIN demo",
                  keyword="JOIN")
-    seed_inbound(demo_store, sender="385981112233", to="447860099299", text="Hello")
+    seed_inbound(inbox, sender="385981112233", to="447860099299", text="Hello")
     sms = SmsApi(api_client("inbound-message:read"))
     first = sms.get_inbound_sms_messages(limit=1)
     assert first.message_count == 1 and first.pending_message_count == 1
@@ -417,7 +434,7 @@ def test_other_scopes_are_forbidden(http, method, path):
 
 
 def test_balance_refuses_api_keys_even_with_the_scope(http):
-    """SCOPES.md: balance (like key management and sub-accounts) does not accept API keys."""
+    """docs/scopes.md: balance (like key management and sub-accounts) does not accept API keys."""
     refused = http("GET", "/account/1/balance", "account-management:manage")
     assert refused.status_code == 403 and refused.text == FORBIDDEN
     assert refused.headers["WWW-Authenticate"] == (
@@ -452,7 +469,7 @@ BAD_SENDS = [
      {"messages[0].content.hex": ["must be pairs of hexadecimal digits"]}),
     ({"messages": [{"destinations": [{"to": "1"}], "content": {"text": "x"}}],
       "options": {"schedule": {"sendAt": "tomorrow"}}},
-     {"options.schedule.sendAt": ["must be an ISO 8601 date-time"]}),
+     {"options.schedule.sendAt": ["must be an ISO 8601 date-time with Z or an offset"]}),
     ({"messages": [{"destinations": [{"to": "1"}, "2"], "content": {"text": "x"},
                     "sender": True}]},
      {"messages[0].sender": ["must be a string"],
@@ -518,8 +535,9 @@ def test_oversized_body_is_413(http):
     body = {"messages": [{"destinations": [{"to": "1"}], "content": {"text": text}}]}
     response = http("POST", "/sms/3/messages", json=body)
     assert response.status_code == 413
-    assert response.json()["requestError"]["serviceException"]["messageId"] == \
-        "REQUEST_ENTITY_TOO_LARGE"
+    # One vocabulary with the admin API (resource_demo.guard.errors.ENVELOPE_IDS).
+    assert response.json()["requestError"]["serviceException"] == {
+        "messageId": "PAYLOAD_TOO_LARGE", "text": "Request body too large"}
 
 
 def test_oversized_body_through_the_library(sms):
@@ -532,14 +550,14 @@ def test_unknown_path_and_wrong_method(http):
     missing = http("GET", "/sms/9/nothing")
     assert missing.status_code == 404
     assert missing.json()["requestError"]["serviceException"]["messageId"] == "NOT_FOUND"
-    # The library also calls GET /sms/1/bulks/status; SCOPES.md's table only has PUT.
+    # The library also calls GET /sms/1/bulks/status; the documented table only has PUT.
     wrong = http("GET", "/sms/1/bulks/status?bulkId=x")
     assert wrong.status_code == 405 and "PUT" in wrong.headers["Allow"]
     assert wrong.json()["requestError"]["serviceException"]["messageId"] == "METHOD_NOT_ALLOWED"
 
 
 def test_unexpected_error_is_500_without_details(demo_url, caplog):
-    with caplog.at_level(logging.ERROR, logger="resource_demo.errors"):
+    with caplog.at_level(logging.ERROR, logger="resource_demo.guard.errors"):
         response = requests.get(demo_url + "/test/boom", timeout=10)
     assert response.status_code == 500 and response.text == GENERAL_ERROR
     assert any(r.exc_info and "secret internals" in str(r.exc_info[1]) for r in caplog.records)

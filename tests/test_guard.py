@@ -1,5 +1,6 @@
 """The resource guard end to end: real JWTs and API keys from a live authorization server, sent
-over HTTP to a tiny guarded app (SECURITY.md 1.3 RS, 1.4 SC, 1.8 JW, 1.9 AK06/AK08/AK09).
+over HTTP to a tiny guarded app, once on Flask and once on FastAPI (the contract suite: every
+case holds for both adapters; threat model 1.3 RS, 1.4 SC, 1.8 JW, 1.9 AK06/AK08/AK09).
 
 The scope table (SC01–SC12) runs against both credential kinds (SC11, AK08). Scope strings the
 server would never issue (not catalogue names, odd separators, empty) are carried by a JWT signed
@@ -30,20 +31,25 @@ from guard_support import (  # noqa: F401  (fixtures)
     auth_server,
     create_guarded_app,
     credentials,
+    framework,
     guard_config,
+    in_process,
     running,
     soon,
     wait_for,
 )
 from jwt.algorithms import RSAAlgorithm
 
-from authserver.api_keys import generate_api_key, query_api_key
+from authserver.credentials.api_keys import generate_api_key, query_api_key
 from authserver.scopes import ScopeError, default_catalogue, parse_scope
-from resource_demo.guard import EXTENSION_KEY, ResourceGuard
+from resource_demo.guard.flask import ResourceGuard
 
 KINDS = ("jwt", "api_key")
 REALM = 'realm="api"'
-CHALLENGE_401 = f'Bearer {REALM}'
+# No credential: one challenge per scheme (DPoP is on by default); requests joins the two
+# header lines with ", " (RFC 9110 §5.3).
+CHALLENGE_401 = (f'Bearer {REALM}, DPoP {REALM}, '
+                 'algs="ES256 ES384 RS256 PS256 EdDSA Ed25519"')
 INVALID_TOKEN = f'Bearer {REALM}, error="invalid_token"'
 INVALID_REQUEST = f'Bearer {REALM}, error="invalid_request"'
 #: What each endpoint of the test app accepts (the 403 challenge lists it, sorted).
@@ -57,21 +63,21 @@ ACCEPTS = {
 
 
 @pytest.fixture(scope="module")
-def rs(auth_server, credentials):
-    """The guarded app with default settings, shared by the module: ``rs.url``, ``rs.app``."""
-    app = create_guarded_app(guard_config(auth_server, credentials))
+def rs(auth_server, credentials, framework):
+    """The guarded app with default settings, shared by the module, on each framework."""
+    app = create_guarded_app(guard_config(auth_server, credentials), framework)
     with running(app) as url:
         app.url = url
         yield app
 
 
 @pytest.fixture
-def start(auth_server, credentials):
-    """``start(**GUARD_settings)``: a guarded app of this test's own; returns its URL."""
+def start(auth_server, credentials, framework):
+    """``start(**GUARD_settings)``: a guarded app of this test's own (``app.url``)."""
     apps = []
 
     def make(**settings):
-        app = create_guarded_app(guard_config(auth_server, credentials, **settings))
+        app = create_guarded_app(guard_config(auth_server, credentials, **settings), framework)
         apps.append(running(app))
         app.url = apps[-1].__enter__()
         return app
@@ -173,9 +179,18 @@ SC_TABLE = [
 ]
 
 
+def _security(row: tuple) -> pytest.MarkDecorator:
+    """The row's own id first (the report shows its text), then SC11/AK08 (both credential
+    kinds, one table); a refused row is an RS13 case too (403 with the insufficient_scope
+    challenge naming the accepted scopes)."""
+    refused = ("RS13",) if row[3] == 403 else ()
+    return pytest.mark.security(row[0].split("-")[0], "SC11", "AK08", *refused)
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(("scope", "path", "status"), [row[1:] for row in SC_TABLE],
-                         ids=[row[0] for row in SC_TABLE])
+@pytest.mark.parametrize(("scope", "path", "status"),
+                         [pytest.param(*row[1:], id=row[0], marks=_security(row))
+                          for row in SC_TABLE])
 def test_SC_scope_table(rs, credentials, kind, scope, path, status):
     response = get(rs.url, path, credential_with(credentials, kind, scope))
     if status == 403:
@@ -228,8 +243,9 @@ def test_SC12_coverage_is_transitive_and_only_downward():
                 assert z in implies[b], (z, a, b)
 
 
-# -- SCOPES.md: endpoints that refuse API keys ----------------------------------------------
+# -- docs/scopes.md: endpoints that refuse API keys -----------------------------------------
 
+@pytest.mark.security("RS13")
 def test_api_key_refused_by_kind_even_with_the_scope(rs, credentials):
     refused = get(rs.url, "/keys", credentials.header("api_key", "account-management:manage"))
     assert_forbidden(refused, "/keys")
@@ -246,7 +262,7 @@ def test_api_key_refusal_comes_after_authentication(rs):
 
 
 def test_decorators_publish_what_they_accept():
-    app = create_guarded_app({"GUARD_ISSUER": "http://127.0.0.1:9"})
+    app = create_guarded_app({"GUARD_ISSUER": "http://127.0.0.1:9", "GUARD_REVOCATION_CHECK": False})
     views = app.view_functions
     assert views["/keys"].accepts_api_keys is False and views["/sms"].accepts_api_keys is True
     assert views["/sms"].accepted_scopes == frozenset(ACCEPTS["/sms"].split())
@@ -279,7 +295,7 @@ def test_RS16_unsupported_scheme_or_no_credential_is_401(rs, header):
 
 
 def raw_request(url: str, path: str, headers: list[tuple[str, str]], method: str = "GET",
-                body: bytes | None = None) -> tuple[int, dict, str]:
+                body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, str]:
     """A request with repeated header lines (requests folds them into one)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -291,7 +307,8 @@ def raw_request(url: str, path: str, headers: list[tuple[str, str]], method: str
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body)
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode()
+        # response.headers: case-insensitive names (uvicorn sends them in lower case).
+        return response.status, response.headers, response.read().decode()
     finally:
         connection.close()
 
@@ -373,7 +390,7 @@ def test_RS17_guard_for_the_other_audience_accepts_only_its_tokens(start, creden
     assert_unauthorized(get(app.url, "/sms", credentials.header("jwt", "sms:manage")))
 
 
-# -- JWT battery over HTTP (SECURITY.md item 1, RS01, RS04, RS08, item 18) -----------------
+# -- JWT battery over HTTP (threat model item 1, RS01, RS04, RS08, item 18) ----------------
 
 def b64url(data: bytes | dict) -> str:
     raw = json.dumps(data).encode() if isinstance(data, dict) else data
@@ -453,9 +470,9 @@ def test_item18_oversized_tokens_are_401_never_500(rs):
     # 60 KB fits in one HTTP header line of the test server: the guard refuses it.
     assert_unauthorized(get(rs.url, "/sms", {"Authorization": f"Bearer {oversized(60_000)}"}))
     # 100 KB: refused by the guard itself (test client, no HTTP header limit) ...
-    with rs.test_client() as client:
+    with in_process(rs) as client:
         response = client.get("/sms", headers={"Authorization": f"Bearer {oversized(100_000)}"})
-        assert response.status_code == 401 and response.get_data(as_text=True) == UNAUTHORIZED
+        assert response.status_code == 401 and response.text == UNAUTHORIZED
         response = client.get("/sms", headers={"Authorization": f"App {'a' * 100_000}"})
         assert response.status_code == 401
     # ... and over HTTP the server's header-line limit answers first: 4xx, never 5xx.
@@ -551,9 +568,10 @@ def test_AK05_disabled_key_refused_within_the_cache_ttl(start, credentials):
     assert_unauthorized(get(app.url, "/sms", header))
 
 
-def test_AK05_cache_ttl_is_capped_at_five_seconds(start):
+def test_AK05_cache_ttl_is_capped_at_four_seconds(start):
+    """Four here plus at most one in the server's credential cache: 5 s end to end."""
     app = start(GUARD_API_KEY_CACHE_SECONDS=60)
-    assert app.extensions[EXTENSION_KEY].api_keys.ttl == 5.0
+    assert app.guard_state.api_keys.ttl == 4.0
 
 
 def test_RV04_revoked_jwt_refused_within_five_seconds(start, credentials):

@@ -1,15 +1,15 @@
 """Smoke: the real guard in front of the demo API, against a live authorization server."""
 
 import infobip_api_client as ib
-from infobip_api_client.exceptions import ForbiddenException
 import pytest
 import requests
 from conftest import basic_auth
-
-from authserver import api_keys
 from demo_support import serve
-from resource_demo.app import create_app as create_demo_app
-from resource_demo.guard import ResourceGuard
+from infobip_api_client.exceptions import ForbiddenException
+
+from authserver.credentials import api_keys
+from resource_demo.demo.app import create_app as create_demo_app
+from resource_demo.guard.flask import ResourceGuard
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from jwt.algorithms import RSAAlgorithm
 from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session as OAuthlibSession
 
-from authserver import clients as client_service
+from authserver.credentials import clients as client_service
 
 
 def register(live_server, scope="message:send", **kwargs) -> tuple[str, str | None]:
@@ -178,5 +178,6 @@ def test_pyjwkclient_resolves_every_published_key(live_server):
     assert jwt.get_unverified_header(token)["kid"] in kids
     assert verify_with_pyjwkclient(live_server, token)["sub"] == client_id
     with pytest.raises(jwt.InvalidAudienceError):
-        jwt.decode(token, jwks_client.get_signing_key_from_jwt(token), algorithms=["RS256"],
+        signing_key = jwks_client.get_signing_key_from_jwt(token)
+        jwt.decode(token, signing_key, algorithms=[signing_key.algorithm_name],
                    audience=client_id)

@@ -1,4 +1,4 @@
-"""RFC 7662 introspection (SECURITY.md IN01–IN08, IN10; IN09 rate limits come later)."""
+"""RFC 7662 introspection (threat model IN01–IN08, IN10; IN09 rate limits come later)."""
 
 from __future__ import annotations
 
@@ -22,18 +22,18 @@ from credential_actions import (
 )
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authserver import api_keys
-from authserver import clients as client_service
-from authserver.db import db
-from authserver.keys import active_signing_key
-from authserver.models import ApiKey
+from authserver.credentials import api_keys
+from authserver.credentials import clients as client_service
+from authserver.credentials.signing_keys import active_signing_key
+from authserver.storage.db import db
+from authserver.storage.models import ApiKey
 
 RS_A = "https://rs-a.example"
 RS_B = "https://rs-b.example"
 ACTIVE_JWT_MEMBERS = {"active", "token_type", "scope", "client_id", "sub", "aud", "iss", "exp",
-                      "iat", "nbf", "jti"}
+                      "iat", "nbf", "jti", "account_id"}
 ACTIVE_KEY_MEMBERS = {"active", "token_type", "scope", "client_id", "sub", "iat", "nbf", "exp",
-                      "iss", "allowed_ips"}
+                      "iss", "allowed_ips", "account_id"}
 
 
 @pytest.fixture
@@ -80,6 +80,7 @@ def sign_with_server_key(app, claims: dict, **header) -> str:
 
 # -- IN01: the caller must authenticate ------------------------------------------------------
 
+@pytest.mark.security("IN01", "IN10")
 def test_no_client_authentication_is_401(client, rs, service, mint):
     token = mint(service)
     response = introspect(client, token)
@@ -87,6 +88,7 @@ def test_no_client_authentication_is_401(client, rs, service, mint):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.security("IN01")
 @pytest.mark.parametrize("auth", [
     pytest.param(lambda rs: basic_auth(rs.client_id, rs.secret + "x"), id="wrong-secret"),
     pytest.param(lambda rs: basic_auth("0" * 32, rs.secret), id="unknown-client"),
@@ -109,6 +111,7 @@ def test_two_client_authentication_methods_are_refused(client, rs, service, mint
     assert_clean_error(response, 400, "invalid_request")
 
 
+@pytest.mark.security("IN01")
 def test_disabled_resource_server_cannot_introspect(app, client, rs, service, mint):
     token = mint(service)
     with app.app_context():
@@ -116,6 +119,7 @@ def test_disabled_resource_server_cannot_introspect(app, client, rs, service, mi
     assert_clean_error(introspect(client, token, rs.auth), 401, "invalid_client")
 
 
+@pytest.mark.security("IN01", "IN03")
 def test_client_without_introspect_scope_learns_nothing_of_others_tokens(client, oauth_clients,
                                                                          service, mint):
     other = make_caller(oauth_clients, "message:send", name="other")
@@ -135,6 +139,7 @@ def test_client_may_introspect_its_own_token(client, service, mint):
 
 # -- IN02: request shape ---------------------------------------------------------------------
 
+@pytest.mark.security("IN02", "IN10")
 @pytest.mark.parametrize("form", [{}, {"token": ""}, {"token_type_hint": "access_token"}],
                          ids=["missing", "empty", "hint-only"])
 def test_missing_token_is_400_invalid_request(client, rs, form):
@@ -143,6 +148,7 @@ def test_missing_token_is_400_invalid_request(client, rs, form):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.security("IN02")
 def test_token_in_query_string_or_repeated_or_json_is_refused(client, rs, service, mint):
     token = mint(service)
     in_query = client.post(f"/oauth2/introspect?token={token}", headers=rs.auth)
@@ -156,6 +162,7 @@ def test_token_in_query_string_or_repeated_or_json_is_refused(client, rs, servic
 
 # -- IN03, IN05: inactive credentials are exactly {"active": false} ---------------------------
 
+@pytest.mark.security("IN03", "IN05")
 def test_expired_token_is_inactive_beyond_the_leeway(app, client, clock, rs, service, mint):
     token = mint(service)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
@@ -167,6 +174,7 @@ def test_expired_token_is_inactive_beyond_the_leeway(app, client, clock, rs, ser
     assert introspect(client, token, service.auth).get_json() == INACTIVE
 
 
+@pytest.mark.security("IN03", "IN05")
 def test_revoked_token_is_inactive(client, rs, service, mint):
     token = mint(service)
     assert revoke(client, token, service.auth).status_code == 200
@@ -232,6 +240,7 @@ TAMPERED = [
 ]
 
 
+@pytest.mark.security("IN05")
 @pytest.mark.parametrize("tamper", TAMPERED)
 def test_tampered_or_foreign_tokens_are_inactive(client, rs, service, mint, tamper):
     token = mint(service)
@@ -297,6 +306,7 @@ GARBAGE = [
 ]
 
 
+@pytest.mark.security("IN03")
 @pytest.mark.parametrize("token", GARBAGE)
 def test_garbage_is_inactive(client, rs, token):
     answer = introspect(client, token, rs.auth)
@@ -319,13 +329,49 @@ def test_body_beyond_the_size_limit_is_413_json(app, client, rs):
     assert response.get_json()["error"] == "invalid_request"
 
 
+@pytest.mark.security("IN03", "IN08")
 def test_unknown_well_formed_api_key_is_inactive(client, rs):
     answer = introspect(client, api_keys.generate_api_key(), rs.auth)
     assert answer.get_json() == INACTIVE
 
 
+@pytest.mark.security("IN03", expected='200 and exactly {"active": false}, the same bytes')
+def test_every_kind_of_inactive_credential_gets_the_same_answer(app, client, clock,
+                                                                oauth_clients, service, mint):
+    """Unknown, expired, revoked, disabled and not-for-this-caller credentials look alike."""
+    rs_a = make_caller(oauth_clients, "tokens:introspect", name="rs-a", audiences=[RS_A])
+    for_b = mint(service, resource=RS_B)  # active, but not rs_a's to see
+    assert introspect(client, for_b, service.auth).get_json()["active"] is True
+    revoked = mint(service, resource=RS_A)
+    assert revoke(client, revoked, service.auth).status_code == 200
+    with app.app_context():
+        record, disabled_key = api_keys.create_api_key(name="k", scopes="sms:message:send",
+                                                       actor="test")
+        api_keys.disable_api_key(record.id, actor="test")
+    expiring = mint(service, resource=RS_A)
+    assert introspect(client, expiring, rs_a.auth).get_json()["active"] is True
+    cases = {"unknown-jwt": _tamper_signature(for_b), "unknown-key": api_keys.generate_api_key(),
+             "garbage": "garbage", "revoked": revoked, "disabled-key": disabled_key,
+             "other-audience": for_b}
+    bodies = set()
+
+    def check(name: str, token: str) -> None:
+        answer = introspect(client, token, rs_a.auth)
+        assert answer.status_code == 200, name
+        assert answer.get_json() == INACTIVE, name
+        bodies.add(answer.get_data())
+
+    for name, token in cases.items():
+        check(name, token)
+    exp = jwt.decode(expiring, options={"verify_signature": False})["exp"]
+    clock.advance(exp - int(clock.now.timestamp()) + app.config["LEEWAY"])
+    check("expired", expiring)
+    assert len(bodies) == 1
+
+
 # -- IN04: an active answer agrees with the token ---------------------------------------------
 
+@pytest.mark.security("IN04")
 def test_active_answer_matches_the_jwt_claims(app, client, rs, service, mint):
     token = mint(service, scope="sms:message:send")
     claims = verified_claims(client, app, token, app.config["DEFAULT_AUDIENCE"])
@@ -341,6 +387,7 @@ def test_active_answer_matches_the_jwt_claims(app, client, rs, service, mint):
 
 # -- IN06: audiences --------------------------------------------------------------------------
 
+@pytest.mark.security("IN05", "IN06")
 def test_resource_server_learns_only_about_tokens_for_its_audience(app, client, oauth_clients,
                                                                    rs, service, mint):
     rs_a = make_caller(oauth_clients, "tokens:introspect", name="rs-a", audiences=[RS_A])
@@ -360,6 +407,7 @@ def test_resource_server_learns_only_about_tokens_for_its_audience(app, client, 
 
 # -- IN07: token_type_hint is only a hint -----------------------------------------------------
 
+@pytest.mark.security("IN07")
 @pytest.mark.parametrize("hint", ["access_token", "refresh_token", "api_key", "bogus", "App"])
 def test_token_type_hint_never_hides_a_credential(app, client, rs, service, mint, hint):
     token = mint(service)
@@ -372,6 +420,7 @@ def test_token_type_hint_never_hides_a_credential(app, client, rs, service, mint
 
 # -- IN08: API keys ---------------------------------------------------------------------------
 
+@pytest.mark.security("IN08")
 def test_api_key_introspection_needs_the_introspect_scope(app, client, oauth_clients, rs):
     with app.app_context():
         record, secret = api_keys.create_api_key(
@@ -393,6 +442,7 @@ def test_api_key_introspection_needs_the_introspect_scope(app, client, oauth_cli
     assert "operator-alice" not in text  # the creator (owner) is not revealed
 
 
+@pytest.mark.security("IN08")
 def test_disabled_api_key_is_inactive(app, client, rs):
     with app.app_context():
         record, secret = api_keys.create_api_key(name="k", scopes="sms:message:send",
@@ -403,6 +453,7 @@ def test_disabled_api_key_is_inactive(app, client, rs):
 
 # -- IN10: never cached -----------------------------------------------------------------------
 
+@pytest.mark.security("IN10")
 def test_answers_are_not_cacheable(client, rs, service, mint):
     token = mint(service)
     for response in (introspect(client, token, rs.auth), introspect(client, "garbage", rs.auth)):

@@ -2,7 +2,7 @@
 
 from conftest import basic_auth
 
-from authserver import api_keys
+from authserver.credentials import api_keys
 
 
 def test_introspect_revoke_feed(app, client, oauth_clients, get_token):

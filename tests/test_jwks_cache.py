@@ -1,4 +1,4 @@
-"""JWKSCache and discover_jwks_uri against a real local HTTP server (SECURITY.md RL2, RL3, JW01, JW02, AD11).
+"""JWKSCache and discover_jwks_uri against a real local HTTP server (threat model RL2, RL3, JW01, JW02, AD11).
 
 The helpers at the top (FakeIssuer, SigningKey, FakeClock and their fixtures) are shared with
 test_verifier.py.
@@ -19,11 +19,11 @@ from typing import Any
 
 import jwt
 import pytest
-import requests
+import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from resource_demo.jwks import (
+from resource_demo.guard.jwks import (
     JWKSCache,
     JWKSUnavailable,
     MetadataError,
@@ -205,16 +205,15 @@ def cache_clock() -> FakeClock:
 
 
 @pytest.fixture
-def session() -> Iterator[requests.Session]:
-    """An HTTP session that ignores proxy settings from the environment."""
-    with requests.Session() as s:
-        s.trust_env = False
+def session() -> Iterator[httpx.Client]:
+    """An HTTP client that ignores proxy settings from the environment."""
+    with httpx.Client(trust_env=False) as s:
         yield s
 
 
 @pytest.fixture
 def make_cache(
-    issuer_server: FakeIssuer, session: requests.Session, cache_clock: FakeClock
+    issuer_server: FakeIssuer, session: httpx.Client, cache_clock: FakeClock
 ) -> Callable[..., JWKSCache]:
     """Build a JWKSCache on the fake issuer's /jwks with the fake clock."""
 
@@ -266,6 +265,7 @@ BAD_JWKS = [
 ]
 
 
+@pytest.mark.security("JW01", "JW02", "AD11")
 @pytest.mark.parametrize("make_bad", BAD_JWKS)
 def test_JW01_JW02_unusable_keys_are_skipped(make_bad, make_cache, issuer_server, keys):
     issuer_server.set_json("/jwks", {"keys": [make_bad(), keys["rsa"].public_jwk]})
@@ -279,7 +279,7 @@ def test_JW01_JW02_unusable_keys_are_skipped(make_bad, make_cache, issuer_server
 def test_JW01_private_members_are_logged(make_cache, issuer_server, keys, caplog):
     issuer_server.set_json("/jwks", {"keys": [private_jwk(keys["ec"].private, kid="leak"),
                                               keys["rsa"].public_jwk]})
-    with caplog.at_level(logging.WARNING, logger="resource_demo.jwks"):
+    with caplog.at_level(logging.WARNING, logger="resource_demo.guard.jwks"):
         make_cache().get_key("rsa-1")
     assert "private members" in caplog.text
 
@@ -348,7 +348,7 @@ def test_RL3_bad_refresh_keeps_last_good_set(bad_route, make_cache, issuer_serve
     assert cache.get_key("rsa-1")
     issuer_server.set("/jwks", bad_route(keys))
     cache_clock.advance(301)
-    with caplog.at_level(logging.WARNING, logger="resource_demo.jwks"):
+    with caplog.at_level(logging.WARNING, logger="resource_demo.guard.jwks"):
         assert cache.get_key("rsa-1").algorithm_name == "RS256"
         assert cache.get_key("ed-1").algorithm_name == "EdDSA"
     assert issuer_server.hits["/jwks"] == 2
@@ -356,6 +356,7 @@ def test_RL3_bad_refresh_keeps_last_good_set(bad_route, make_cache, issuer_serve
     assert "JWKS refresh" in caplog.text and "keeping 4 keys" in caplog.text
 
 
+@pytest.mark.security("RL3", "AD11")
 @pytest.mark.parametrize("bad_route", BAD_DOCUMENTS)
 def test_RL3_bad_document_on_cold_start_is_unavailable(bad_route, make_cache, issuer_server, keys):
     issuer_server.set("/jwks", bad_route(keys))
@@ -363,6 +364,7 @@ def test_RL3_bad_document_on_cold_start_is_unavailable(bad_route, make_cache, is
         make_cache().get_key("rsa-1")
 
 
+@pytest.mark.security("AD11")
 def test_size_cap_is_a_limit_not_a_guess(make_cache, issuer_server, keys):
     issuer_server.set("/jwks", Route(chunks=padded_set(keys, 15)))  # just under 1 MiB
     assert make_cache().get_key("rsa-1")
@@ -564,6 +566,7 @@ def test_discover_inserts_well_known_before_the_issuer_path(issuer_server, sessi
     assert discover_jwks_uri(issuer, session) == issuer + "/jwks"
 
 
+@pytest.mark.security("AD11")
 @pytest.mark.parametrize("metadata", [
     pytest.param(lambda url: {"issuer": url + "/", "jwks_uri": url + "/jwks"}, id="issuer-trailing-slash"),
     pytest.param(lambda url: {"issuer": url.upper(), "jwks_uri": url + "/jwks"}, id="issuer-case"),
@@ -583,12 +586,14 @@ def test_discover_refuses_wrong_metadata(metadata, issuer_server, session):
         discover_jwks_uri(issuer_server.url, session)
 
 
+@pytest.mark.security("AD11")
 def test_discover_refuses_html(issuer_server, session):
     issuer_server.set("/.well-known/oauth-authorization-server", Route(body=b"<html></html>"))
     with pytest.raises(MetadataError):
         discover_jwks_uri(issuer_server.url, session)
 
 
+@pytest.mark.security("AD11")
 @pytest.mark.parametrize("route", [
     pytest.param(lambda keys: Route(status=500), id="http-500"),
     pytest.param(lambda keys: Route(status=404), id="http-404"),

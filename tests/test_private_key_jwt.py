@@ -1,4 +1,4 @@
-"""private_key_jwt client authentication (RFC 7523 §3, rfc7523bis): SECURITY.md PK01-PK07."""
+"""private_key_jwt client authentication (RFC 7523 §3, rfc7523bis): threat model PK01-PK07."""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from urllib.parse import urlencode
 
 import jwt
 import pytest
+from conftest import basic_auth
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
-
-from authserver import create_app
-from authserver.db import db
-from authserver.errors import ValidationError
-from conftest import basic_auth
 from oauth_support import ASSERTION_TYPE, FORM, assert_oauth_error, table_counts, verify_token
+
+from authserver.web.errors import ValidationError
 
 TOKEN_URL = "/oauth2/token"
 
@@ -141,6 +139,55 @@ def test_private_key_jwt_success(app, client, clock, oauth_clients, request, key
     assert claims["scope"] == "sms:message:send"
 
 
+KEY_FOR_ALG = {"RS256": "rsa_key", "PS256": "rsa_key", "ES256": "ec_key", "EdDSA": "ed25519"}
+
+
+def _key_named(request, name):
+    return ed25519.Ed25519PrivateKey.generate() if name == "ed25519" \
+        else request.getfixturevalue(name)
+
+
+def test_PK06_every_advertised_assertion_algorithm_works(app, client, clock, oauth_clients,
+                                                          request, subtests):
+    """Issue 18 finding 9: each algorithm the metadata advertises authenticates a client
+    whose registered key names it."""
+    metadata = client.get("/.well-known/oauth-authorization-server").get_json()
+    advertised = metadata["token_endpoint_auth_signing_alg_values_supported"]
+    assert set(advertised) <= set(KEY_FOR_ALG)
+    for alg in advertised:
+        with subtests.test(alg=alg):
+            key = _key_named(request, KEY_FOR_ALG[alg])
+            jwk = {**public_jwk(key, "k"), "alg": alg}
+            assertions = registered_jwk(app, clock, oauth_clients, key, jwk)
+            response = post_assertion(client, assertions.mint(alg=alg))
+            assert response.status_code == 200, (alg, response.get_json())
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_PK06_rsa_key_without_alg_takes_either_rsa_algorithm(app, client, clock, oauth_clients,
+                                                              rsa_key, alg):
+    jwk = public_jwk(rsa_key, "k")
+    del jwk["alg"]
+    assertions = registered_jwk(app, clock, oauth_clients, rsa_key, jwk)
+    assert post_assertion(client, assertions.mint(alg=alg)).status_code == 200
+
+
+@pytest.mark.parametrize("registered_alg, used_alg", [("RS256", "PS256"), ("PS256", "RS256")])
+def test_PK06_a_key_registered_for_one_algorithm_refuses_another(app, client, clock,
+                                                                 oauth_clients, rsa_key,
+                                                                 registered_alg, used_alg):
+    """RFC 8725 §3.1: one algorithm per key when the key names one."""
+    jwk = {**public_jwk(rsa_key, "k"), "alg": registered_alg}
+    assertions = registered_jwk(app, clock, oauth_clients, rsa_key, jwk)
+    refused(client, app, assertions.mint(alg=used_alg))
+
+
+def registered_jwk(app, clock, oauth_clients, key, jwk) -> Assertions:
+    client_id, _ = oauth_clients.create(scope="message:send", auth_method="private_key_jwt",
+                                        jwks={"keys": [jwk]})
+    return Assertions(app, clock, client_id, key, jwk["kid"])
+
+
 def test_client_id_in_form_must_match(app, client, ec_client):
     ok = post_assertion(client, ec_client.mint(), client_id=ec_client.client_id)
     assert ok.status_code == 200
@@ -152,7 +199,7 @@ def test_assertion_without_kid_uses_the_only_key(client, ec_client):
 
 
 def test_registration_writes_a_secretless_client(app, ec_client):
-    from authserver import clients as client_service
+    from authserver.credentials import clients as client_service
 
     with app.app_context():
         record = client_service.get_client(ec_client.client_id)
@@ -261,18 +308,6 @@ def test_PK05_jti_required_and_sane(app, client, ec_client, subtests):
             refused(client, app, ec_client.mint(jti=jti))
 
 
-@pytest.fixture
-def second_worker(app, clock, tmp_path):
-    """Another app object on the same database, as a second worker process would be."""
-    config = {key: app.config[key] for key in ("TESTING", "SQLALCHEMY_DATABASE_URI", "ISSUER",
-                                               "ENCRYPTION_KEY", "SECRET_KEY")}
-    other = create_app({**config, "CLOCK": clock}, instance_path=str(tmp_path / "worker2"))
-    yield other
-    with other.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
 def test_PK05_replay_across_workers(app, client, ec_client, second_worker):
     assertion = ec_client.mint()
     assert post_assertion(client, assertion).status_code == 200
@@ -284,7 +319,7 @@ def test_PK05_replay_across_workers(app, client, ec_client, second_worker):
 
 
 def test_PK05_concurrent_replay_across_workers(app, ec_client, second_worker):
-    """The same assertion sent to two workers at once: exactly one token (SECURITY.md RL5)."""
+    """The same assertion sent to two workers at once: exactly one token (threat model RL5)."""
     assertion = ec_client.mint()
     workers = [app, second_worker] * 3
     barrier = threading.Barrier(len(workers))
@@ -359,7 +394,7 @@ def test_PK07_accepted_assertion_types(client, ec_client, typ):
 # --- other refusals ----------------------------------------------------------------------------
 
 def test_disabled_private_key_jwt_client(app, client, ec_client):
-    from authserver import clients as client_service
+    from authserver.credentials import clients as client_service
 
     with app.app_context():
         client_service.disable_client(ec_client.client_id, actor="test")

@@ -2,7 +2,7 @@
 
 - The protocol endpoints (token, introspection, revocation) with arbitrary form bodies, repeated
   keys, values up to and past the 64 KiB cap and arbitrary headers: never a 5xx, always JSON, and
-  no row written (SECURITY.md TE18, item 18). tests/test_token_endpoint.py checks the token
+  no row written (threat model TE18, item 18). tests/test_token_endpoint.py checks the token
   endpoint's answers; this module adds the database and the other two endpoints.
 - ``parse_scope`` and ``Catalogue.covers`` on arbitrary strings (TE16, SC05-SC07).
 - API key parsing: any object is refused without an exception, every mutation of a valid key
@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from oauth_support import table_counts
 
-from authserver import api_keys
+from authserver.credentials import api_keys
 from authserver.scopes import ScopeError, default_catalogue, format_scope, parse_scope
-from resource_demo.app import create_app as create_demo_app
-from resource_demo.guard import ResourceGuard
+from resource_demo.demo.app import create_app as create_demo_app
+from resource_demo.guard.flask import ResourceGuard
 
 PROPERTY = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -38,10 +38,11 @@ PROPERTY = settings(max_examples=150, deadline=None,
 PURE = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-#: SCOPES.md name syntax, always matched in full (fullmatch), so the module's regex is checked,
+#: docs/scopes.md name syntax, always matched in full (fullmatch), so the module's regex is checked,
 #: not trusted.
 NAME_SYNTAX = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?::[a-z0-9]+(?:-[a-z0-9]+)*){1,3}")
-#: DESIGN.md: prefix, 32 base62 random characters, a 6-character base62 CRC-32 of them.
+#: docs/scopes.md "API keys": prefix, 32 base62 random characters, a 6-character base62
+#: CRC-32 of them.
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 LEAK_MARKERS = ("Traceback", "File \"", "site-packages", "sqlalchemy", "psycopg", "SELECT ")
 #: What a WSGI server can hand the app as a header value: latin-1, no CR, LF or NUL.

@@ -1,4 +1,4 @@
-"""RFC 7009 revocation (SECURITY.md RV01–RV05, RV07; RV06 is in test_database_down.py)
+"""RFC 7009 revocation (threat model RV01–RV05, RV07; RV06 is in test_database_down.py)
 and the revocation feed resource servers follow."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 from conftest import basic_auth
-from cryptography.hazmat.primitives.asymmetric import rsa
 from credential_actions import (
     INACTIVE,
     Caller,
@@ -26,12 +25,14 @@ from credential_actions import (
     revoke,
     row_count,
 )
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authserver import api_keys, introspection
-from authserver import clients as client_service
-from authserver import keys
-from authserver.db import db
-from authserver.models import AuditEvent, RevokedToken, SigningKey
+from authserver.credentials import api_keys
+from authserver.credentials import clients as client_service
+from authserver.credentials import signing_keys as keys
+from authserver.oauth2 import introspection
+from authserver.storage.db import db
+from authserver.storage.models import AuditEvent, RevokedToken, SigningKey
 
 #: Order of the P-256 group (SEC 2): (r, s) and (r, n - s) are both valid ECDSA signatures.
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -80,6 +81,7 @@ def is_active(client, token: str, auth: dict) -> bool:
 
 # -- RV01: the client authenticates ----------------------------------------------------------
 
+@pytest.mark.security("RV01")
 @pytest.mark.parametrize("auth", [
     pytest.param(lambda c: {}, id="none"),
     pytest.param(lambda c: basic_auth(c.client_id, c.secret + "x"), id="wrong-secret"),
@@ -99,6 +101,7 @@ def test_missing_token_is_400(client, alice):
 
 # -- RV02: only the client's own tokens ------------------------------------------------------
 
+@pytest.mark.security("RV02")
 def test_client_cannot_revoke_another_clients_token(app, client, rs, alice, bob, mint):
     token = mint(alice)
     for other in (bob, rs):
@@ -110,6 +113,7 @@ def test_client_cannot_revoke_another_clients_token(app, client, rs, alice, bob,
 
 # -- RV03: invalid tokens get 200 ------------------------------------------------------------
 
+@pytest.mark.security("RV03")
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 9000, "asak_" + "A" * 38,
                                    "\x00", "eyJhbGciOiJub25lIn0.e30."])
 def test_invalid_tokens_get_200(app, client, alice, token):
@@ -120,14 +124,19 @@ def test_invalid_tokens_get_200(app, client, alice, token):
     assert row_count(app, "revoked_tokens") == 0
 
 
+FOREIGN_KEYS = {"RS256": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
+                "EdDSA": ed25519.Ed25519PrivateKey.generate}
+
+
 def test_forged_token_naming_anothers_jti_revokes_nothing(app, client, rs, alice, bob, mint):
     """Bob cannot kill Alice's token by sending an unsigned or self-signed copy of its jti."""
     token = mint(alice)
     forged_claims = {**claims_of(token), "sub": bob.client_id, "client_id": bob.client_id}
     header = jwt.get_unverified_header(token)
-    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    foreign = FOREIGN_KEYS[header["alg"]]()  # same kid and alg as the real token, other key
     forgeries = [
-        jwt.encode(forged_claims, foreign, algorithm="RS256", headers=header),
+        jwt.encode(forged_claims, foreign, algorithm=header["alg"], headers=header),
         jwt.encode(forged_claims, None, algorithm="none", headers={"typ": "at+jwt"}),
     ]
     for forged in forgeries:
@@ -136,10 +145,12 @@ def test_forged_token_naming_anothers_jti_revokes_nothing(app, client, rs, alice
     assert row_count(app, "revoked_tokens") == 0
 
 
+@pytest.mark.security("RV03")
 def test_unknown_api_key_gets_200(client, alice):
     assert revoke(client, api_keys.generate_api_key(), alice.auth).status_code == 200
 
 
+@pytest.mark.security("RV03")
 def test_revoking_twice_gets_200_and_records_once(app, client, alice, mint):
     token = mint(alice)
     assert revoke(client, token, alice.auth).status_code == 200
@@ -147,6 +158,7 @@ def test_revoking_twice_gets_200_and_records_once(app, client, alice, mint):
     assert row_count(app, "revoked_tokens") == 1
 
 
+@pytest.mark.security("RV03")
 def test_expired_token_gets_200_and_is_not_recorded(app, client, clock, alice, mint):
     token = mint(alice)
     clock.advance(claims_of(token)["exp"] - clock.now.timestamp() + app.config["LEEWAY"] + 1)
@@ -156,6 +168,7 @@ def test_expired_token_gets_200_and_is_not_recorded(app, client, clock, alice, m
 
 # -- RV04, RV07: effective at once, whatever the hint -----------------------------------------
 
+@pytest.mark.security("RV07")
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token", "bogus"])
 def test_revoked_token_is_inactive_at_once(client, rs, alice, mint, hint):
     token = mint(alice)
@@ -171,6 +184,7 @@ def test_revoked_token_is_inactive_at_once(client, rs, alice, mint, hint):
 
 # -- RV05: keyed by jti -------------------------------------------------------------------------
 
+@pytest.mark.security("RV05")
 def test_revocation_is_recorded_by_jti_only(app, client, alice, mint):
     token = mint(alice)
     claims = claims_of(token)
@@ -225,6 +239,7 @@ def es256_signing(app, clock):
         db.session.commit()
 
 
+@pytest.mark.security("RV05")
 def test_trailing_bit_variant_is_never_accepted(client, rs, alice, mint):
     """Non-canonical base64url (different unused bits) does not verify at all."""
     token = mint(alice)
@@ -232,18 +247,19 @@ def test_trailing_bit_variant_is_never_accepted(client, rs, alice, mint):
     assert not is_active(client, _trailing_bit_variant(token), rs.auth)
 
 
-@pytest.mark.parametrize("revoke_variant", [False, True], ids=["revoke-original",
-                                                              "revoke-variant"])
-def test_padded_variant_dies_with_the_original(client, rs, alice, mint, revoke_variant):
+@pytest.mark.security("RV05")
+def test_padded_variant_is_never_accepted(client, rs, alice, mint):
+    """Padding is not canonical base64url (RFC 7515 §2): the server's verifier (the guard's)
+    refuses it outright, so a padded copy can neither be used nor outlive a revocation."""
     token = mint(alice)
     variant = _padded_signature(token)
-    assert variant != token
-    assert is_active(client, variant, rs.auth)  # the premise: the variant verifies
-    assert revoke(client, variant if revoke_variant else token, alice.auth).status_code == 200
-    assert not is_active(client, token, rs.auth)
+    assert variant != token and is_active(client, token, rs.auth)
     assert not is_active(client, variant, rs.auth)
+    assert revoke(client, variant, alice.auth).status_code == 200  # RFC 7009 §2.2: invalid is 200
+    assert is_active(client, token, rs.auth)  # ... and revoked nothing
 
 
+@pytest.mark.security("RV05")
 @pytest.mark.parametrize("revoke_variant", [False, True], ids=["revoke-original",
                                                               "revoke-variant"])
 def test_malleated_ecdsa_signature_dies_with_the_original(client, rs, alice, mint,
@@ -251,10 +267,11 @@ def test_malleated_ecdsa_signature_dies_with_the_original(client, rs, alice, min
     token = mint(alice)
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     assert jwt.get_unverified_header(token)["kid"] == es256_signing
-    variants = [_ecdsa_variant(token), _padded_signature(_ecdsa_variant(token)),
-                _padded_signature(token)]
+    variants = [_ecdsa_variant(token)]  # canonical base64url, so it verifies
     for variant in variants:
         assert variant != token and is_active(client, variant, rs.auth)
+    for padded in (_padded_signature(variants[0]), _padded_signature(token)):
+        assert not is_active(client, padded, rs.auth)
     assert revoke(client, variants[0] if revoke_variant else token, alice.auth).status_code == 200
     for candidate in (token, *variants):
         assert not is_active(client, candidate, rs.auth)
@@ -283,7 +300,7 @@ def _new_key(app) -> tuple[str, str]:
 
 
 def test_key_manager_client_disables_an_api_key(app, client, oauth_clients, rs):
-    manager = make_caller(oauth_clients, "account-management:manage", name="manager")
+    manager = make_caller(oauth_clients, "account-management:manage sms:manage", name="manager")
     key_id, secret = _new_key(app)
     assert is_active(client, secret, rs.auth)
 
@@ -312,6 +329,26 @@ def test_other_clients_cannot_revoke_api_keys(app, client, oauth_clients, rs, sc
         assert api_keys.get_api_key(key_id).enabled is True
 
 
+@pytest.mark.parametrize("scope", ["account-management:manage",
+                                   "account-management:manage email:manage"])
+def test_AD04_revocation_obeys_the_admin_apis_rule_for_changing_a_key(app, client, oauth_clients,
+                                                                      rs, scope):
+    """Issue 18 finding 5: a key manager that does not hold a key's scopes may not change
+    it through the admin API, so not through /oauth2/revoke either."""
+    caller = make_caller(oauth_clients, scope)
+    key_id, secret = _new_key(app)
+    assert_clean_error(revoke(client, secret, caller.auth), 400, "invalid_grant")
+    assert is_active(client, secret, rs.auth)
+    with app.app_context():
+        assert api_keys.get_api_key(key_id).enabled is True
+    token = client.post("/oauth2/token", data={"grant_type": "client_credentials",
+                                               "resource": app.config["ISSUER"]},
+                        headers=caller.auth).json["access_token"]
+    refused = client.put(f"/settings/2/api-keys/{key_id}", json={"enabled": False},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403
+
+
 # -- the revocation feed ------------------------------------------------------------------------
 
 def test_feed_needs_authentication_and_the_introspect_scope(client, alice):
@@ -327,7 +364,8 @@ def test_feed_needs_authentication_and_the_introspect_scope(client, alice):
 def test_feed_lists_revoked_jtis_with_exp_and_pages_by_cursor(client, rs, alice, bob, mint):
     empty = feed(client, rs.auth)
     assert empty.status_code == 200 and empty.headers["Cache-Control"] == "no-store"
-    assert empty.get_json() == {"revocations": [], "cursor": 0, "has_more": False}
+    assert empty.get_json() == {"version": 2, "revocations": [], "cursor": 0,
+                                "has_more": False}
 
     first = [mint(alice), mint(bob), mint(alice)]
     for token, owner in zip(first, (alice, bob, alice)):
@@ -345,7 +383,8 @@ def test_feed_lists_revoked_jtis_with_exp_and_pages_by_cursor(client, rs, alice,
     assert [e["jti"] for e in newer["revocations"]] == [claims_of(t)["jti"] for t in second]
     assert newer["cursor"] > page["cursor"]
     done = feed(client, rs.auth, after=str(newer["cursor"])).get_json()
-    assert done == {"revocations": [], "cursor": newer["cursor"], "has_more": False}
+    assert done == {"version": 2, "revocations": [], "cursor": newer["cursor"],
+                    "has_more": False}
 
 
 def test_feed_pages_hold_at_most_the_page_size(client, monkeypatch, rs, alice, mint):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from authserver import keys
+from authserver.credentials import signing_keys as keys
 
 
 @pytest.fixture

@@ -13,6 +13,6 @@ def test_token_verifies_against_jwks(client, oauth_clients, get_token, app):
     header = jwt.get_unverified_header(body["access_token"])
     assert header["typ"] == "at+jwt"
     key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
-    claims = jwt.decode(body["access_token"], key, algorithms=["RS256"],
+    claims = jwt.decode(body["access_token"], key, algorithms=[key.algorithm_name],
                         audience=app.config["DEFAULT_AUDIENCE"], issuer=app.config["ISSUER"])
     assert claims["sub"] == claims["client_id"] == client_id

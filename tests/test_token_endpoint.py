@@ -1,4 +1,4 @@
-"""The token endpoint through HTTP: SECURITY.md TE01-TE21 (TE11 and TE22 belong to later issues).
+"""The token endpoint through HTTP: threat model TE01-TE21 (TE11 and TE22 belong to later issues).
 
 Every test here runs on SQLite and on PostgreSQL (the ``app`` fixture).
 """
@@ -11,22 +11,22 @@ from urllib.parse import quote, quote_plus, unquote, urlencode
 
 import jwt
 import pytest
+from conftest import basic_auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from authserver.db import db
-from authserver.hashing import hash_secret
-from authserver.models import Client
-from conftest import basic_auth
 from oauth_support import (
     ASSERTION_TYPE,
     FORM,
     REGISTERED_ERRORS,
-    RFC9068_CLAIMS,
+    TOKEN_CLAIMS,
     assert_oauth_error,
     table_counts,
     verify_token,
 )
+
+from authserver.credentials.hashing import hash_secret
+from authserver.storage.db import db
+from authserver.storage.models import Client
 
 TOKEN_URL = "/oauth2/token"
 GRANT = {"grant_type": "client_credentials"}
@@ -60,14 +60,14 @@ def set_secret(app, client_id: str, secret: str) -> None:
 
 
 def disable(app, client_id: str) -> None:
-    from authserver import clients as client_service
+    from authserver.credentials import clients as client_service
 
     with app.app_context():
         client_service.disable_client(client_id, actor="test")
 
 
 def rotate(app, client_id: str, grace_seconds: int = 0) -> str:
-    from authserver import clients as client_service
+    from authserver.credentials import clients as client_service
 
     with app.app_context():
         return client_service.rotate_secret(client_id, actor="test",
@@ -555,6 +555,9 @@ def test_TE20_host_headers_do_not_change_iss(app, client, basic_client, headers)
     client_id, secret = basic_client
     response = client.post(TOKEN_URL, data=GRANT, base_url="https://auth.example.test",
                            headers={**basic_auth(client_id, secret), **headers})
+    if "Host" in headers:  # not a trusted host: refused before anything is built from it
+        assert response.status_code == 400 and "access_token" not in response.get_json()
+        return
     assert response.status_code == 200, response.get_json()
     claims = claims_of(response)
     assert claims["iss"] == app.config["ISSUER"] == "https://auth.example.test"
@@ -570,7 +573,7 @@ def test_TE21_client_id_server_generated(app, client, oauth_clients, get_token):
     """Clients cannot choose their client_id (RFC 9700 §4.15.1), so it cannot equal a ``sub``."""
     import inspect
 
-    from authserver import clients as client_service
+    from authserver.credentials import clients as client_service
 
     created = [oauth_clients.create(scope="message:send", name="same name") for _ in range(5)]
     ids = {client_id for client_id, _ in created}
@@ -584,6 +587,7 @@ def test_TE21_client_id_server_generated(app, client, oauth_clients, get_token):
 
 # --- RFC 8707 resource, audience and lifetime -------------------------------------------------
 
+@pytest.mark.security("AT06")
 def test_resource_absent_gives_default_audience(app, client, basic_client, get_token):
     client_id, secret = basic_client
     claims = verify_token(client, app, get_token(client_id, secret).get_json()["access_token"])
@@ -597,6 +601,7 @@ def test_resource_default_audience_explicitly(app, client, basic_client, get_tok
     assert claims_of(response)["aud"] == app.config["DEFAULT_AUDIENCE"]
 
 
+@pytest.mark.security("AT06")
 def test_resource_registered_audience(app, client, oauth_clients, get_token):
     client_id, secret = oauth_clients.create(scope="message:send", audiences=[OTHER_AUDIENCE])
     response = get_token(client_id, secret, resource=OTHER_AUDIENCE)
@@ -619,6 +624,7 @@ UNREGISTERED_RESOURCES = [
 ]
 
 
+@pytest.mark.security("AT06")
 def test_resource_not_registered(app, client, oauth_clients, get_token, subtests):
     oauth_clients.create(scope="message:send", audiences=[OTHER_AUDIENCE])
     client_id, secret = oauth_clients.create(scope="message:send")
@@ -852,7 +858,7 @@ def check_never_fails(response) -> None:
     payload = response.get_json()
     if response.status_code == 200:
         assert set(payload) == {"access_token", "token_type", "expires_in", "scope"}
-        assert set(claims_of(response)) == RFC9068_CLAIMS
+        assert set(claims_of(response)) == TOKEN_CLAIMS
     else:
         assert payload["error"] in REGISTERED_ERRORS
 

@@ -8,39 +8,29 @@ Screenshots of the main pages go to test-artifacts/screenshots/ (ignored by git)
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 import sqlalchemy as sa
-from playwright.sync_api import expect, sync_playwright
-
-from authserver import clients as client_service
-from authserver.db import db
-from authserver.models import ApiKey
 from demo_support import serve
-from resource_demo.app import create_app as create_demo_app
-from resource_demo.guard import ResourceGuard
-from ui_support import HOSTILE_NAME, PASSWORD, create_operator
+from playwright.sync_api import expect
+from ui_support import HOSTILE_NAME, PASSWORD, browser, create_operator  # noqa: F401 - fixture
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from authserver.credentials import api_keys as api_key_service
+from authserver.credentials import clients as client_service
+from authserver.storage.db import db
+from authserver.storage.models import ApiKey, AuditEvent, Client
+from resource_demo.demo.app import create_app as create_demo_app
+from resource_demo.guard.flask import ResourceGuard
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 SMS = {"messages": [{"destinations": [{"to": "41793026727"}], "content": {"text": "Hello"}}]}
-#: The guard caches API-key introspection answers for at most 5 s (DESIGN.md: a disabled key
-#: is refused within 5 s); one more second for polling and a busy machine.
+#: The guard caches API-key introspection answers for at most 5 s (threat model policies: a
+#: disabled key is refused within 5 s); one more second for polling and a busy machine.
 REFUSAL_DEADLINE = 6.0
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "install Chromium: apt-get install chromium"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                              headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -57,7 +47,9 @@ def page(browser, live_server):
 
     tab.on("dialog", on_dialog)
     tab.console_errors = []
+    # Script errors only: a 4xx page a test opens on purpose is logged as a failed load.
     tab.on("console", lambda message: message.type == "error"
+           and not message.text.startswith("Failed to load resource")
            and tab.console_errors.append(message.text))
     yield tab
     context.close()
@@ -162,9 +154,12 @@ def test_api_key_created_copied_used_and_disabled(page, live_server, demo_api):
 
     row.get_by_role("link", name="SMS sender").click()
     screenshot(page, "edit-api-key", full_page=True)
+    page.get_by_role("link", name="Disable API key").click()
+    expect(page.locator("h1")).to_contain_text("Disable the API key")  # a step, no dialog
+    assert send().status_code == 200
     page.get_by_role("button", name="Disable API key").click()
     expect(page.locator(".notice-ok")).to_contain_text("is disabled")
-    assert page.dialogs and "for good" in page.dialogs[-1]
+    assert page.dialogs == []
     expect(page.locator("h1 .badge")).to_have_text("Disabled")
     assert wait_for_status(send, 401) <= REFUSAL_DEADLINE
 
@@ -201,6 +196,7 @@ def test_oauth_client_created_used_rotated_and_disabled(page, live_server):
 
     page.get_by_role("link", name="I have copied the secret").click()
     screenshot(page, "client-detail", full_page=True)
+    page.get_by_role("link", name="Rotate secret").click()
     page.get_by_role("button", name="Rotate secret").click()
     expect(page.get_by_text("New client secret")).to_be_visible()
     new_secret = page.locator("#client-secret").input_value()
@@ -209,6 +205,7 @@ def test_oauth_client_created_used_rotated_and_disabled(page, live_server):
     assert token(new_secret).status_code == 200
 
     page.get_by_role("link", name="I have copied the secret").click()
+    page.get_by_role("link", name="Disable OAuth client").click()
     page.get_by_role("button", name="Disable OAuth client").click()
     expect(page.locator(".notice-ok")).to_contain_text("can no longer get tokens")
     refused = token(new_secret)
@@ -266,3 +263,239 @@ def test_html_in_a_name_is_text_and_csrf_less_posts_are_refused(page, live_serve
         expect(page.locator("h1")).to_have_text("Request refused")
     assert key_count(live_server) == before
     screenshot(page, "csrf-refused")
+
+
+# -- issue 17: Post/Redirect/Get, edits, confirmations, lists ------------------------------------
+
+def count_rows(live_server, model) -> int:
+    with live_server.app.app_context():
+        return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def token_request(live_server, client_id, secret, method="basic", **form):
+    form.setdefault("grant_type", "client_credentials")
+    if method == "basic":
+        return requests.post(live_server.url + "/oauth2/token", auth=(client_id, secret),
+                             data=form, timeout=10)
+    return requests.post(live_server.url + "/oauth2/token", timeout=10,
+                         data=dict(form, client_id=client_id, client_secret=secret))
+
+
+def test_reloading_after_create_and_rotate_repeats_nothing(page, live_server):
+    sign_in(page, live_server)
+    page.goto(live_server.url + "/ui/api-keys/new")
+    page.get_by_label("Name").fill("Reload me")
+    pick_scope(page, "Channels", "sms:message:send")
+    page.get_by_role("button", name="Create API key").click()
+    expect(page.get_by_text("It will not be shown again.")).to_be_visible()
+    key = page.locator("#api-key-secret").input_value()
+    assert key not in page.url
+    page.reload()  # a POST would be resent here without Post/Redirect/Get
+    expect(page.get_by_text("cannot be shown again")).to_be_visible()
+    assert key not in page.content() and page.locator("#api-key-secret").count() == 0
+    page.go_back()
+    page.go_forward()
+    assert key not in page.content()
+    assert count_rows(live_server, ApiKey) == 1
+    page.goto(live_server.url + "/ui/api-keys")
+    expect(page.locator("table.data tbody tr")).to_have_count(1)
+
+    nav(page, "OAuth clients")
+    page.get_by_role("link", name="Create OAuth client").first.click()
+    page.get_by_label("Name").fill("Reloaded service")
+    pick_scope(page, "General", "message:send")
+    page.get_by_role("button", name="Create OAuth client").click()
+    client_id = page.locator("#client-id").input_value()
+    first = page.locator("#client-secret").input_value()
+    page.reload()
+    expect(page.get_by_text("cannot be shown again")).to_be_visible()
+    assert count_rows(live_server, Client) == 1
+    assert token_request(live_server, client_id, first).status_code == 200
+
+    page.goto(live_server.url + f"/ui/clients/{client_id}")
+    page.get_by_role("link", name="Rotate secret").click()
+    expect(page.locator("h1")).to_contain_text("Rotate the secret of")
+    assert token_request(live_server, client_id, first).status_code == 200  # asked, not done
+    page.get_by_role("button", name="Rotate secret").click()
+    expect(page.get_by_text("New client secret")).to_be_visible()
+    second = page.locator("#client-secret").input_value()
+    page.reload()
+    expect(page.get_by_text("cannot be shown again")).to_be_visible()
+    assert token_request(live_server, client_id, first).status_code == 401
+    assert token_request(live_server, client_id, second).status_code == 200  # not rotated again
+    with live_server.app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "rotate-secret")) == 1
+    screenshot(page, "secret-after-reload")
+    assert page.console_errors == []
+
+
+def test_edited_client_gets_tokens_as_edited(page, live_server):
+    with live_server.app.app_context():
+        record, secret = client_service.create_client(name="Editable", scope="message:send",
+                                                      actor="test")
+        client_id = record.client_id
+    assert token_request(live_server, client_id, secret).json()["expires_in"] == 3600
+    sign_in(page, live_server)
+    page.goto(live_server.url + f"/ui/clients/{client_id}")
+    page.get_by_role("link", name="Edit OAuth client").click()
+    page.get_by_label("Token lifetime in seconds").fill("600")
+    page.get_by_label("Extra audiences").fill("https://reports.example.com")
+    page.get_by_label("Client authentication").select_option("client_secret_post")
+    details = page.locator("details[data-scope-group]", has=page.locator(
+        "summary .group-name", has_text="General"))
+    details.locator('input[value="message:send"]').uncheck()
+    pick_scope(page, "Channels", "sms:message:send")
+    pick_scope(page, "Customer Engagement", "people:read")
+    screenshot(page, "edit-client", full_page=True)
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator(".notice-ok")).to_contain_text("Saved the changes")
+    expect(page).to_have_url(live_server.url + f"/ui/clients/{client_id}")
+    expect(page.locator("dl.facts")).to_contain_text("https://reports.example.com")
+
+    assert token_request(live_server, client_id, secret).status_code == 401  # Basic: no more
+    answer = token_request(live_server, client_id, secret, method="post",
+                           resource="https://reports.example.com")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["expires_in"] == 600 and body["scope"] == "sms:message:send people:read"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == "https://reports.example.com"
+    refused = token_request(live_server, client_id, secret, method="post", scope="message:send")
+    assert refused.json()["error"] == "invalid_scope"
+
+    # Bad input: a 400 with the message next to the field; nothing changes.
+    page.get_by_role("link", name="Edit OAuth client").click()
+    page.get_by_label("Token lifetime in seconds").fill("5")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#token_ttl-errors")).to_be_visible()
+    assert token_request(live_server, client_id, secret, method="post").json()[
+        "expires_in"] == 600
+    assert page.console_errors == []
+
+
+def test_edited_key_allowlist_and_validity_apply_at_the_resource_server(page, live_server,
+                                                                        demo_api):
+    with live_server.app.app_context():
+        record, key = api_key_service.create_api_key(name="Guarded", scopes="sms:message:send",
+                                                     actor="test")
+        key_id = record.id
+    send = lambda: requests.post(demo_api + "/sms/3/messages", json=SMS,  # noqa: E731
+                                 headers={"Authorization": f"App {key}"}, timeout=10)
+    assert send().status_code == 200
+    sign_in(page, live_server)
+    page.goto(live_server.url + f"/ui/api-keys/{key_id}")
+
+    def save():
+        page.get_by_role("button", name="Save changes").click()
+        expect(page.locator(".notice-ok")).to_contain_text("Saved the changes")
+
+    page.get_by_label("Allowed IP addresses").fill("192.0.2.10\n198.51.100.0/24")
+    save()
+    assert wait_for_status(send, 401) <= REFUSAL_DEADLINE  # the demo sees 127.0.0.1
+    page.get_by_label("Allowed IP addresses").fill("127.0.0.1")
+    save()
+    assert wait_for_status(send, 200) <= REFUSAL_DEADLINE
+
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat()
+    page.get_by_label("Valid from").fill(tomorrow)
+    save()
+    expect(page.locator("h1 .badge")).to_have_text("Not yet valid")
+    assert wait_for_status(send, 401) <= REFUSAL_DEADLINE
+    with live_server.app.app_context():
+        shown = api_key_service.describe(api_key_service.get_api_key(key_id))
+    assert shown["validFrom"] == f"{tomorrow}T00:00:00Z" and shown["allowedIPs"] == ["127.0.0.1"]
+    assert page.console_errors == []
+
+
+def test_confirmation_steps_cancel_disable_and_delete(page, live_server):
+    with live_server.app.app_context():
+        key, _ = api_key_service.create_api_key(name="Doomed key", scopes="sms:message:send",
+                                                actor="test")
+        key_id = key.id
+        record, secret = client_service.create_client(name="Doomed client",
+                                                      scope="message:send", actor="test")
+        client_id = record.client_id
+    sign_in(page, live_server)
+    page.goto(live_server.url + f"/ui/api-keys/{key_id}")
+    page.get_by_role("link", name="Disable API key").click()
+    screenshot(page, "confirm-disable-key")
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.locator("h1 .badge")).to_have_text("Active")
+    page.get_by_role("link", name="Disable API key").click()
+    page.get_by_role("button", name="Disable API key").click()
+    expect(page.locator("h1 .badge")).to_have_text("Disabled")
+    page.get_by_role("link", name="Delete API key").click()
+    page.get_by_role("button", name="Delete API key").click()
+    expect(page).to_have_url(live_server.url + "/ui/api-keys")
+    expect(page.locator(".notice-ok")).to_contain_text("is deleted")
+    expect(page.get_by_text("No API keys yet.")).to_be_visible()
+
+    page.goto(live_server.url + f"/ui/clients/{client_id}")
+    page.get_by_role("link", name="Delete OAuth client").click()
+    assert token_request(live_server, client_id, secret).status_code == 200
+    page.get_by_role("button", name="Delete OAuth client").click()
+    expect(page).to_have_url(live_server.url + "/ui/clients")
+    expect(page.locator(".notice-ok")).to_contain_text("is deleted")
+    assert token_request(live_server, client_id, secret).status_code == 401
+    page.goto(live_server.url + f"/ui/clients/{client_id}")
+    expect(page.locator("h1")).to_have_text("Page not found")
+    with live_server.app.app_context():  # the audit trail stays
+        actions = set(db.session.scalars(sa.select(AuditEvent.action).where(
+            AuditEvent.actor == "operator:alice")))
+    assert {"disable", "delete"} <= actions
+    assert page.dialogs == [] and page.console_errors == []
+
+
+def test_lists_page_search_and_sort_in_the_browser(page, live_server):
+    with live_server.app.app_context():
+        for number in range(23):
+            api_key_service.create_api_key(name=f"key {number:02d}", scopes="sms:message:send",
+                                           actor="test")
+    sign_in(page, live_server)
+    page.goto(live_server.url + "/ui/api-keys?size=10")
+    names = page.locator("td.name a")
+    expect(names).to_have_count(10)
+    expect(page.locator(".pager")).to_contain_text("Page 1 of 3")
+    page.get_by_role("link", name="Next →").click()
+    expect(page.locator(".pager")).to_contain_text("Page 2 of 3")
+    expect(names.first).to_have_text("key 10")
+
+    page.get_by_role("columnheader", name="Name").get_by_role("link").click()  # ascending
+    page.get_by_role("columnheader", name="Name").get_by_role("link").click()  # descending
+    expect(page.get_by_role("columnheader", name="Name")).to_have_attribute(
+        "aria-sort", "descending")
+    expect(names.first).to_have_text("key 22")
+    expect(page.locator(".pager")).to_contain_text("Page 1 of 3")  # a new order starts over
+
+    page.get_by_role("searchbox", name="Search").fill("KEY 1")
+    page.get_by_role("button", name="Search").click()
+    expect(names).to_have_text([f"key {n}" for n in range(19, 9, -1)])  # still descending
+    assert "search=KEY+1" in page.url and "orderDirection=DESC" in page.url
+    page.get_by_label("Status").select_option("false")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("No API keys match.")).to_be_visible()
+
+    page.goto(live_server.url + "/ui/api-keys?orderBy=secretHash")
+    expect(page.locator("h1")).to_have_text("Request refused")
+    expect(page.locator(".problems")).to_contain_text("orderBy")
+    screenshot(page, "bad-list-parameter")
+    assert page.console_errors == []
+
+
+def test_scope_picker_shows_what_an_umbrella_covers(page, live_server):
+    sign_in(page, live_server)
+    page.goto(live_server.url + "/ui/api-keys/new")
+    covers = page.locator('[data-covers-for="message:send"]')
+    pick_scope(page, "General", "message:send")
+    expect(covers).to_contain_text("sms:message:send")
+    expect(covers).to_contain_text("whatsapp:message:send")
+    channels = page.locator("details[data-scope-group]", has=page.locator(
+        "summary .group-name", has_text="Channels"))
+    channels.locator("summary").click()
+    sms = page.locator(".scope-entry", has=page.locator('input[value="sms:message:send"]'))
+    expect(sms.locator("[data-included-by]")).to_have_text("Included in message:send")
+    expect(page.locator("[data-selected-scopes]")).to_contain_text("includes 20 scopes")
+    page.locator('input[value="message:send"]').uncheck()
+    expect(sms.locator("[data-included-by]")).to_be_hidden()
+    assert page.console_errors == []

@@ -1,35 +1,46 @@
-"""Web UI security (SECURITY.md 1.11, UI01-UI11) through Flask's test client, on both backends."""
+"""Web UI security (threat model 1.11, UI01-UI11) through Flask's test client, on both backends."""
 
 from __future__ import annotations
 
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
+from ui_support import (  # noqa: F401 - app_config: sign-in throttling off
+    COOKIE,
+    HOSTILE_NAME,
+    PASSWORD,
+    UI,
+    app_config,
+    create_operator,
+    csrf_from,
+)
 
-from authserver import api_keys, audit, clients, operators
-from authserver.db import db
-from authserver.models import ApiKey, AuditEvent, Client, OperatorSession
-from authserver.views import ui_api_keys
-from authserver.views.admin_ui import SIGN_IN_FAILED, SIGN_IN_THROTTLED
-from ui_support import COOKIE, HOSTILE_NAME, PASSWORD, UI, create_operator, csrf_from
+import authserver
+from authserver.admin.ui import api_keys as ui_api_keys
+from authserver.admin.ui.sign_in import SIGN_IN_FAILED, SIGN_IN_THROTTLED
+from authserver.credentials import api_keys, clients, operators
+from authserver.storage import audit
+from authserver.storage.db import db
+from authserver.storage.models import (
+    ApiKey,
+    AuditEvent,
+    Client,
+    Operator,
+    OperatorSession,
+    ShownOnceSecret,
+)
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
        "form-action 'self'; base-uri 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
                     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
-NO_LOGIN_LIMITS = {"UI_LOGIN_RATE_LIMIT": "", "UI_LOGIN_ADDRESS_RATE_LIMIT": ""}
 KEY_RE = re.compile(r"asak_[0-9A-Za-z]{38}")
 CLIENT_SECRET_RE = re.compile(r'id="client-secret" value="([^"]+)"')
-
-
-@pytest.fixture
-def app_config():
-    """Sign-in throttling off, except in the tests that parametrize it."""
-    return dict(NO_LOGIN_LIMITS)
 
 
 @pytest.fixture
@@ -59,7 +70,9 @@ def snapshot(app) -> dict:
         return {
             "keys": sorted((k.id, k.name, k.scope, k.enabled, k.valid_to)
                            for k in db.session.scalars(sa.select(ApiKey))),
-            "clients": sorted((c.client_id, c.enabled, c.secret_hash)
+            "clients": sorted((c.client_id, c.enabled, c.secret_hash,
+                               c.dpop_bound_access_tokens, c.name, c.scope, c.token_ttl,
+                               c.auth_method, repr(c.audiences))
                               for c in db.session.scalars(sa.select(Client))),
             "audit": db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)),
             "sessions": db.session.scalar(sa.select(sa.func.count()).select_from(OperatorSession)),
@@ -83,10 +96,17 @@ ACTIONS = {
     "edit-key": (lambda o: f"/ui/api-keys/{o['key']}", {"name": "renamed",
                                                         "scopes": "people:read"}),
     "disable-key": (lambda o: f"/ui/api-keys/{o['key']}/disable", {}),
+    "delete-key": (lambda o: f"/ui/api-keys/{o['key']}/delete", {}),
+    "edit-client": (lambda o: f"/ui/clients/{o['client']}/edit", {
+        "name": "renamed", "scopes": "people:read", "auth_method": "client_secret_post",
+        "token_ttl": "120", "audiences": "https://api.example.com"}),
+    "delete-client": (lambda o: f"/ui/clients/{o['client']}/delete", {}),
     "create-client": (lambda o: "/ui/clients/new", {"name": "x", "scopes": "message:send",
                                                     "auth_method": "client_secret_basic"}),
     "rotate-secret": (lambda o: f"/ui/clients/{o['client']}/rotate-secret", {"grace_period": "0"}),
     "disable-client": (lambda o: f"/ui/clients/{o['client']}/disable", {}),
+    "require-dpop": (lambda o: f"/ui/clients/{o['client']}/dpop",
+                     {"dpop_bound_access_tokens": "true"}),
 }
 
 
@@ -133,18 +153,23 @@ def test_sign_in_needs_the_forms_csrf_token(app, client):
 
 
 @pytest.mark.parametrize("path", ["/ui/sign-out", "/ui/api-keys/{key}/disable",
-                                  "/ui/clients/{client}/disable",
-                                  "/ui/clients/{client}/rotate-secret"])
+                                  "/ui/api-keys/{key}/delete", "/ui/api-keys/{key}/secret",
+                                  "/ui/clients/{client}/disable", "/ui/clients/{client}/delete",
+                                  "/ui/clients/{client}/rotate-secret",
+                                  "/ui/clients/{client}/secret", "/ui/clients/{client}/edit",
+                                  "/ui/clients/{client}/dpop"])
 def test_get_changes_nothing(app, signed_in, objects, path):
+    """GET shows a page (a confirmation step, a form) or 405; it never changes anything."""
     before = snapshot(app)
     response = signed_in.client.get(path.format(**objects))
-    assert response.status_code in (404, 405)
+    assert response.status_code in (200, 404, 405)
     assert snapshot(app) == before
     assert signed_in.client.get("/ui/api-keys").status_code == 200
 
 
 # -- UI02, UI03, UI04, UI05: cookie, fixation, sign-out, timeouts -------------------------------
 
+@pytest.mark.security("UI02")
 def test_session_cookie_is_httponly_samesite_lax_and_secure_on_https(app, client):
     create_operator(app)
     response = UI(client).sign_in()
@@ -163,6 +188,7 @@ def test_session_cookie_is_httponly_samesite_lax_and_secure_on_https(app, client
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
+@pytest.mark.security("UI03", "UI11")
 def test_sign_in_rotates_the_session_and_drops_pre_login_data(app, ui):
     pre_login_token = ui.token()
     pre_login_cookie = ui.cookie()
@@ -182,6 +208,7 @@ def test_sign_in_rotates_the_session_and_drops_pre_login_data(app, ui):
     assert_sent_to_sign_in(ui.client.get("/ui/api-keys"))
 
 
+@pytest.mark.security("UI03")
 def test_signing_in_again_ends_the_previous_session(app, signed_in):
     first = signed_in.cookie()
     response = signed_in.post("/ui/sign-in", {"username": "alice", "password": PASSWORD})
@@ -191,6 +218,7 @@ def test_signing_in_again_ends_the_previous_session(app, signed_in):
     assert_sent_to_sign_in(signed_in.client.get("/ui/api-keys"))
 
 
+@pytest.mark.security("UI04")
 def test_sign_out_kills_the_old_cookie_on_the_server(app, signed_in):
     old_cookie = signed_in.cookie()
     old_token = signed_in.token("/ui/api-keys")
@@ -208,6 +236,7 @@ def test_sign_out_kills_the_old_cookie_on_the_server(app, signed_in):
     assert snapshot(app) == before
 
 
+@pytest.mark.security("UI05")
 def test_idle_timeout(app, signed_in, clock):
     idle = app.config["UI_IDLE_TIMEOUT"]
     assert idle == 30 * 60
@@ -219,6 +248,7 @@ def test_idle_timeout(app, signed_in, clock):
     assert session_count(app) == 0
 
 
+@pytest.mark.security("UI05")
 def test_absolute_timeout_even_when_active(app, signed_in, clock):
     idle, lifetime = app.config["UI_IDLE_TIMEOUT"], app.config["UI_SESSION_LIFETIME"]
     assert lifetime == 12 * 3600
@@ -233,7 +263,9 @@ def test_absolute_timeout_even_when_active(app, signed_in, clock):
 
 
 def test_disabling_an_operator_ends_their_sessions(app, signed_in):
+    create_operator(app, "bob")
     with app.app_context():
+        operators.set_role("bob", "owner", actor="test")  # the last owner stays enabled
         operators.set_enabled("alice", False, actor="test")
     assert_sent_to_sign_in(signed_in.client.get("/ui/api-keys"))
     assert signed_in.sign_in().status_code == 401
@@ -241,6 +273,7 @@ def test_disabling_an_operator_ends_their_sessions(app, signed_in):
 
 # -- UI10, UI11: redirects ---------------------------------------------------------------------
 
+@pytest.mark.security("UI10", "UI11")
 @pytest.mark.parametrize("next_path", [
     "https://evil.example/", "//evil.example/", "///evil.example/", "/\\evil.example",
     "\\\\evil.example", "javascript:alert(1)", "http:/ui/api-keys", "/ui/\r\nX-Evil: 1",
@@ -252,6 +285,7 @@ def test_next_must_be_a_same_origin_ui_path(ui, next_path):
     assert response.headers["Location"] == "/ui/api-keys"
 
 
+@pytest.mark.security("UI10", "UI11")
 def test_next_to_a_ui_page_is_followed(ui):
     assert_sent_to_sign_in(ui.client.get("/ui/clients?page=0"))
     assert "next=/ui/clients?page%3D0" in ui.client.get("/ui/clients?page=0").headers["Location"]
@@ -277,6 +311,7 @@ def assert_ui_headers(response):
         assert response.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.security("UI06", "UI07")
 @pytest.mark.parametrize("path", ANONYMOUS_PAGES)
 def test_headers_on_pages_before_sign_in(ui, path):
     response = ui.client.get(path)
@@ -284,6 +319,7 @@ def test_headers_on_pages_before_sign_in(ui, path):
     assert_ui_headers(response)
 
 
+@pytest.mark.security("UI06", "UI07")
 @pytest.mark.parametrize("path", SIGNED_IN_PAGES)
 def test_headers_on_signed_in_and_error_pages(signed_in, path):
     response = signed_in.client.get(path)
@@ -291,6 +327,7 @@ def test_headers_on_signed_in_and_error_pages(signed_in, path):
     assert_ui_headers(response)
 
 
+@pytest.mark.security("UI06", "UI07")
 def test_headers_on_refusals_and_failures(app, ui, monkeypatch):
     assert_ui_headers(ui.client.post("/ui/sign-in", data={"username": "a", "password": "b"}))
     assert_ui_headers(ui.sign_in(password="wrong password"))
@@ -321,19 +358,22 @@ def assert_escaped(body: str):
     assert "&lt;script&gt;alert(" in body
 
 
+@pytest.mark.security("UI07")
 def test_names_with_html_render_as_text(app, signed_in):
     response = signed_in.post("/ui/api-keys/new", {"name": HOSTILE_NAME,
                                                    "scopes": "sms:message:send"})
-    assert response.status_code == 200
-    assert_escaped(response.text)
+    assert response.status_code == 303
+    assert_escaped(signed_in.client.get(response.headers["Location"]).text)
     response = signed_in.post("/ui/clients/new", {"name": HOSTILE_NAME, "scopes": "message:send",
                                                   "auth_method": "client_secret_basic"})
-    assert_escaped(response.text)
+    assert_escaped(signed_in.client.get(response.headers["Location"]).text)
     with app.app_context():
         key_id = db.session.scalar(sa.select(ApiKey.id))
         client_id = db.session.scalar(sa.select(Client.client_id))
     for path in ("/ui/api-keys", f"/ui/api-keys/{key_id}", "/ui/clients",
-                 f"/ui/clients/{client_id}", "/ui/audit"):
+                 f"/ui/clients/{client_id}", "/ui/audit", f"/ui/api-keys/{key_id}/disable",
+                 f"/ui/api-keys/{key_id}/delete", f"/ui/clients/{client_id}/edit",
+                 f"/ui/clients/{client_id}/rotate-secret", f"/ui/clients/{client_id}/delete"):
         assert_escaped(signed_in.client.get(path).text)
     response = signed_in.post(f"/ui/api-keys/{key_id}/disable")
     assert_escaped(signed_in.client.get(response.headers["Location"]).text)  # flash message
@@ -343,10 +383,32 @@ def test_names_with_html_render_as_text(app, signed_in):
     assert_escaped(response.text)
 
 
+@pytest.mark.security("UI07")
 def test_username_is_echoed_escaped_on_failed_sign_in(ui):
     response = ui.sign_in(username=HOSTILE_NAME)
     assert response.status_code == 401
     assert_escaped(response.text)
+
+
+UNSAFE_IN_TEMPLATES = re.compile(r"\|\s*safe\b|autoescape\s+false|Markup", re.IGNORECASE)
+UNSAFE_IN_CODE = re.compile(r"\bMarkup\b|render_template_string|jinja_env\.from_string|\|\s*safe\b")
+
+
+@pytest.mark.security("UI07", expected="autoescaping on for every UI template; no |safe, "
+                      "Markup or render_template_string; CSP script-src 'self' only")
+def test_templates_are_autoescaped_and_nothing_is_marked_safe(app, ui):
+    """The rules behind the escaping tests above, checked on the sources themselves."""
+    package = Path(authserver.__file__).parent
+    templates = sorted((package / "admin" / "ui" / "templates").rglob("*.html"))
+    assert len(templates) > 10
+    for template in templates:
+        assert app.jinja_env.autoescape(template.name) is True, template
+        assert not UNSAFE_IN_TEMPLATES.search(template.read_text()), template
+    for module in package.rglob("*.py"):
+        assert not UNSAFE_IN_CODE.search(module.read_text()), module
+    csp = ui.client.get("/ui/sign-in").headers["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    assert directives["script-src"] == "'self'" and "unsafe-" not in csp
 
 
 def secret_leaks(response, secret: str, app) -> list[str]:
@@ -361,50 +423,99 @@ def secret_leaks(response, secret: str, app) -> list[str]:
     return leaks
 
 
-def test_new_api_key_is_shown_once_and_only_in_the_page(app, signed_in):
+@pytest.mark.security("UI08")
+def test_new_api_key_is_shown_once_after_the_redirect(app, signed_in):
     response = signed_in.post("/ui/api-keys/new", {"name": "once", "scopes": "sms:message:send"})
-    assert response.status_code == 200
-    assert response.headers["Cache-Control"] == "no-store"
-    assert "Location" not in response.headers
-    [secret] = set(KEY_RE.findall(response.text))
-    assert "will not be shown again" in response.text
-    assert secret_leaks(response, secret, app) == []
+    assert response.status_code == 303 and response.headers["Cache-Control"] == "no-store"
+    location = response.headers["Location"]
+    assert KEY_RE.search(response.text + location) is None  # not in the POST's answer or URL
+    page = signed_in.client.get(location)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    [secret] = set(KEY_RE.findall(page.text))
+    assert "will not be shown again" in page.text
+    assert secret_leaks(response, secret, app) == [] and secret_leaks(page, secret, app) == []
     with app.app_context():
         record = api_keys.query_api_key(secret)
         assert record is not None and record.name == "once"
+        assert secret not in repr(db.session.execute(sa.text(
+            "SELECT * FROM shown_once_secrets")).all())  # encrypted while it waits
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ShownOnceSecret)) == 0
+    reload = signed_in.client.get(location)
+    assert reload.status_code == 200 and secret not in reload.text
+    assert "cannot be shown again" in reload.text
     for path in ("/ui/api-keys", f"/ui/api-keys/{record.id}", "/ui/audit"):
         page = signed_in.client.get(path)
         assert secret not in page.text and secret_leaks(page, secret, app) == []
+
+
+@pytest.mark.security("UI08", expected="a reload of the shown-once page creates nothing and "
+                      "shows no key")
+def test_reloading_the_shown_once_page_repeats_nothing(app, signed_in):
+    response = signed_in.post("/ui/api-keys/new", {"name": "once", "scopes": "sms:message:send"})
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert KEY_RE.search(signed_in.client.get(location).text)
+    before = snapshot(app)
+    with app.app_context():
+        events = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent))
+    for _ in range(2):
+        reload = signed_in.client.get(location)
+        assert reload.status_code == 200 and KEY_RE.search(reload.text) is None
+        assert reload.headers["Cache-Control"] == "no-store"
+    assert snapshot(app) == before
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == events
+        assert len(db.session.scalars(sa.select(ApiKey)).all()) == 1
 
 
 def test_client_secret_is_shown_once_at_creation_and_rotation(app, signed_in):
     response = signed_in.post("/ui/clients/new", {"name": "svc", "scopes": "message:send",
                                                   "token_ttl": "600",
                                                   "auth_method": "client_secret_post"})
-    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
-    assert "Location" not in response.headers
-    secret = CLIENT_SECRET_RE.search(response.text).group(1)
-    client_id = re.search(r'id="client-id" value="([^"]+)"', response.text).group(1)
-    assert secret_leaks(response, secret, app) == []
+    assert response.status_code == 303 and response.headers["Cache-Control"] == "no-store"
+    location = response.headers["Location"]
+    client_id = re.search(r"/ui/clients/([0-9a-f]+)/secret", location).group(1)
+    page = signed_in.client.get(location)
+    secret = CLIENT_SECRET_RE.search(page.text).group(1)
+    assert secret not in location and secret_leaks(page, secret, app) == []
+    assert "OAuth client created" in page.text
     with app.app_context():
         client = clients.get_client(client_id)
         assert client.check_client_secret(secret) and client.token_ttl == 600
         assert client.auth_method == "client_secret_post"
+    assert CLIENT_SECRET_RE.search(signed_in.client.get(location).text) is None
 
+    confirm = signed_in.client.get(f"/ui/clients/{client_id}/rotate-secret")
+    assert confirm.status_code == 200 and "Old secret keeps working for" in confirm.text
+    with app.app_context():
+        assert clients.get_client(client_id).check_client_secret(secret)  # GET changed nothing
     response = signed_in.post(f"/ui/clients/{client_id}/rotate-secret", {"grace_period": "0"})
-    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
-    new_secret = CLIENT_SECRET_RE.search(response.text).group(1)
-    assert new_secret != secret and secret_leaks(response, new_secret, app) == []
+    assert response.status_code == 303 and response.headers["Cache-Control"] == "no-store"
+    page = signed_in.client.get(response.headers["Location"])
+    new_secret = CLIENT_SECRET_RE.search(page.text).group(1)
+    assert new_secret != secret and secret_leaks(page, new_secret, app) == []
+    assert new_secret not in response.headers["Location"]
     with app.app_context():
         client = clients.get_client(client_id)
         assert client.check_client_secret(new_secret) and not client.check_client_secret(secret)
-    for path in ("/ui/clients", f"/ui/clients/{client_id}", "/ui/audit"):
+    for path in ("/ui/clients", f"/ui/clients/{client_id}", "/ui/audit",
+                 response.headers["Location"]):
         body = signed_in.client.get(path).text
         assert secret not in body and new_secret not in body
 
 
 # -- UI09: sign-in answers and throttling --------------------------------------------------------
 
+@pytest.mark.security("UI09", expected="operator passwords stored as Argon2id hashes")
+def test_operator_passwords_are_hashed_with_argon2(app, ui):
+    with app.app_context():
+        stored = db.session.scalar(sa.select(Operator.password_hash)
+                                   .where(Operator.username == "alice"))
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert operators.DUMMY_HASH.startswith("$argon2id$")  # unknown users cost the same hash
+
+
+@pytest.mark.security("UI09")
 def test_unknown_user_wrong_password_and_disabled_account_look_the_same(app, ui):
     create_operator(app, "carol")
     with app.app_context():
@@ -421,6 +532,7 @@ def test_unknown_user_wrong_password_and_disabled_account_look_the_same(app, ui)
     assert session_count(app) == 0
 
 
+@pytest.mark.security("UI09")
 def test_unknown_user_costs_one_password_hash_like_a_known_one(app, ui, monkeypatch):
     assert not operators.password_hasher.check_needs_rehash(operators.DUMMY_HASH)
     verified = []
@@ -448,6 +560,7 @@ def test_unknown_user_costs_one_password_hash_like_a_known_one(app, ui, monkeypa
 MOVING = {"RATELIMIT_STRATEGY": "moving-window"}
 
 
+@pytest.mark.security("UI09")
 @pytest.mark.parametrize("app_config", [dict(MOVING, UI_LOGIN_RATE_LIMIT="3/hour",
                                              UI_LOGIN_ADDRESS_RATE_LIMIT="")])
 def test_sign_in_is_throttled_per_username_with_identical_answers(app, ui, app_config):
@@ -466,6 +579,7 @@ def test_sign_in_is_throttled_per_username_with_identical_answers(app, ui, app_c
     assert ui.sign_in("bob", PASSWORD).status_code == 303  # other accounts are not locked
 
 
+@pytest.mark.security("UI09")
 @pytest.mark.parametrize("app_config", [dict(MOVING, UI_LOGIN_RATE_LIMIT="",
                                              UI_LOGIN_ADDRESS_RATE_LIMIT="4/hour")])
 def test_sign_in_is_throttled_per_address(app, ui, app_config):
@@ -477,6 +591,7 @@ def test_sign_in_is_throttled_per_address(app, ui, app_config):
     assert UI(other_address).sign_in().status_code == 303
 
 
+@pytest.mark.security("UI09")
 @pytest.mark.parametrize("app_config", [dict(MOVING, UI_LOGIN_RATE_LIMIT="2/second",
                                              UI_LOGIN_ADDRESS_RATE_LIMIT="")])
 def test_lockout_is_temporary(app, ui, app_config):
@@ -485,6 +600,40 @@ def test_lockout_is_temporary(app, ui, app_config):
     assert ui.sign_in().status_code == 429
     time.sleep(1.1)
     assert ui.sign_in().status_code == 303
+
+
+def _from(app, address: str) -> UI:
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = address
+    return UI(other)
+
+
+@pytest.mark.security("AV04", "UI09")
+@pytest.mark.parametrize("app_config", [dict(UI_LOGIN_RATE_LIMIT="3/hour",
+                                             UI_LOGIN_ADDRESS_RATE_LIMIT="",
+                                             UI_LOGIN_USERNAME_RATE_LIMIT="6/hour",
+                                             UI_LOGIN_BACKOFF_RATE_LIMIT="1/hour")])
+def test_AV04_nobody_without_the_password_locks_an_operator_out(app, ui, app_config):
+    """Issue 18 finding 7: failures are counted per username and address; many addresses
+    failing for one username make every address back off (fewer attempts), never lock it."""
+    for attacker in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        attempts = [_from(app, attacker).sign_in("alice", "guess").status_code
+                    for _ in range(4)]
+        assert attempts[0] == 401 and attempts[-1] == 429, (attacker, attempts)
+    # The operator elsewhere still signs in, though the username is under attack.
+    assert _from(app, "198.51.100.20").sign_in().status_code == 303
+    # Backing off: a new address under attack gets one attempt an hour, not three.
+    newcomer = _from(app, "203.0.113.50")
+    assert newcomer.sign_in("alice", "guess").status_code == 401
+    assert newcomer.sign_in("alice", "guess").status_code == 429
+    # It is in the audit trail: which operator, that sign-in was throttled, from where.
+    with app.app_context():
+        events = db.session.scalars(sa.select(AuditEvent).where(
+            AuditEvent.object_type == "operator", AuditEvent.object_id == "alice",
+            AuditEvent.action == "sign-in-throttled")).all()
+    assert events and all(event.changes for event in events)
+    assert {"203.0.113.1", "203.0.113.50"} <= {event.changes["address"]["after"]
+                                               for event in events}
 
 
 # -- forms: service validation next to the fields; edits; audit ------------------------------------
@@ -529,7 +678,7 @@ def test_create_api_key_defaults_to_one_year_and_takes_scopes_from_two_groups(ap
     response = signed_in.post("/ui/api-keys/new", {
         "name": "two groups", "expiration": default_day, "allowed_ips": "192.0.2.0/24, 10.0.0.1",
         "scopes": ["sms:message:send", "people:read"]})
-    assert response.status_code == 200
+    assert response.status_code == 303
     with app.app_context():
         [record] = db.session.scalars(sa.select(ApiKey)).all()
         shown = api_keys.describe(record)

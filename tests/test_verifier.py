@@ -1,4 +1,4 @@
-"""AccessTokenVerifier: the JWT battery and RFC 9068 §4 rules (SECURITY.md RS01–RS10, items 1, 2, 4, 18).
+"""AccessTokenVerifier: the JWT battery and RFC 9068 §4 rules (threat model RS01–RS10, items 1, 2, 4, 18).
 
 Keys are served over real HTTP by the fake issuer from test_jwks_cache.py.
 """
@@ -33,8 +33,8 @@ from test_jwks_cache import (  # noqa: F401  (fixtures)
     session,
 )
 
-from resource_demo.jwks import JWKSUnavailable
-from resource_demo.verifier import AccessTokenVerifier, InvalidToken
+from resource_demo.guard.jwks import JWKSUnavailable
+from resource_demo.guard.verifier import AccessTokenVerifier, InvalidToken
 
 ISSUER = "https://as.example.com"
 AUDIENCE = "https://api.example.com"
@@ -85,7 +85,7 @@ def make_verifier(make_cache, wall_clock) -> Callable[..., AccessTokenVerifier]:
 
     def factory(**options: Any) -> AccessTokenVerifier:
         options.setdefault("audiences", AUDIENCE)
-        return AccessTokenVerifier(ISSUER, jwks=make_cache(), clock=wall_clock, **options)
+        return AccessTokenVerifier(ISSUER, keys=make_cache(), clock=wall_clock, **options)
 
     return factory
 
@@ -506,6 +506,54 @@ def test_padded_segments_refused(verifier, keys):
     with pytest.raises(InvalidToken):
         verifier.verify(f"{header}.{payload}.{signature}==" if len(signature) % 4 == 2
                         else f"{header}.{payload}==.{signature}")
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _set_unused_bits(segment: str) -> str | None:
+    unused = {2: 0b1111, 3: 0b11}.get(len(segment) % 4)
+    if not unused:
+        return None
+    return segment[:-1] + ALPHABET[ALPHABET.index(segment[-1]) | unused]
+
+
+@pytest.mark.parametrize("name", ["rsa", "ec", "ed"])
+def test_non_canonical_unused_bits_refused(name, verifier, keys):
+    """Non-canonical encodings (threat model item 10): a segment whose last character sets bits
+    that carry no data decodes to the same bytes; it is refused, not verified."""
+    claims = make_claims()
+    for pad in range(3):  # find a payload length whose segment has unused bits
+        claims["pad"] = "x" * pad
+        token = keys[name].mint(claims)
+        segments = token.split(".")
+        variants = [_set_unused_bits(segment) for segment in segments]
+        if any(v is not None and v != s for v, s in zip(variants, segments)):
+            break
+    assert verifier.verify(token)["jti"] == "jti-1"
+    tried = 0
+    for index, variant in enumerate(variants):
+        if variant is None or variant == segments[index]:
+            continue
+        forged = ".".join(segments[:index] + [variant] + segments[index + 1:])
+        with pytest.raises(InvalidToken, match="canonical"):
+            verifier.verify(forged)
+        tried += 1
+    assert tried
+
+
+@pytest.mark.parametrize("aud", ["https://elsewhere.example", ["a", "https://x.example"]])
+def test_any_audience_mode_accepts_every_well_formed_aud(aud, make_verifier, keys):
+    """audiences=None (the authorization server's introspection) leaves aud to the caller."""
+    verifier = make_verifier(audiences=None)
+    assert verifier.verify(keys["rsa"].mint(make_claims(aud=aud)))["aud"] == aud
+
+
+@pytest.mark.parametrize("aud", [MISSING, 42, [], [""], "", [1], {"a": 1}])
+def test_any_audience_mode_still_requires_a_well_formed_aud(aud, make_verifier, keys):
+    verifier = make_verifier(audiences=None)
+    with pytest.raises(InvalidToken):
+        verifier.verify(keys["rsa"].mint(make_claims(aud=aud)))
 
 
 # --------------------------------------------------------------------------- JWKS failures

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from authserver import operators
+import pytest
+
+from authserver.credentials import operators
 
 PASSWORD = "correct horse battery staple"
+#: Sign-in throttling off: for modules that sign in for (nearly) every test.
+NO_LOGIN_LIMITS = {"UI_LOGIN_RATE_LIMIT": "", "UI_LOGIN_ADDRESS_RATE_LIMIT": ""}
 COOKIE = "authserver_ui"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+#: Debian's Chromium, driven by Playwright (its own browser download does not work here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 HOSTILE_NAME = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp; "quoted"'
 
 
@@ -59,3 +68,33 @@ class UI:
     def set_cookie(self, value: str) -> None:
         """Replace the UI's session cookie (replaying an old one)."""
         self.client.set_cookie(COOKIE, value)
+
+
+# Fixtures for modules that sign in for every test: ``from ui_support import app_config, ui``.
+
+@pytest.fixture
+def app_config():
+    """The app without sign-in throttling."""
+    return dict(NO_LOGIN_LIMITS)
+
+
+@pytest.fixture
+def ui(app, client):
+    """A test client signed in to the web UI as alice, the account's owner."""
+    create_operator(app)
+    signed_in = UI(client)
+    assert signed_in.sign_in().status_code == 303
+    return signed_in
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for one module's tests (each test opens its own context)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "install Chromium: apt-get install chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                              headless=True)
+        yield chromium
+        chromium.close()
