@@ -5,13 +5,13 @@ codes, password changes and sessions."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pyotp
 import pytest
 from playwright.sync_api import expect
 from test_ui_browser import nav, pick_scope, screenshot
-from ui_support import PASSWORD, browser, create_operator  # noqa: F401 - fixture
+from ui_support import (  # noqa: F401 - fixture
+    PASSWORD, axe_violations, browser, create_operator, submit)
 
 NEW_PASSWORD = "a brand new passphrase 42"
 
@@ -41,7 +41,7 @@ def sign_in(page, live_server, username: str = "alice", password: str = PASSWORD
     page.goto(live_server.url + "/ui/sign-in")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    submit(page, page.get_by_role("button", name="Sign in"))
 
 
 def open_security(page) -> None:
@@ -179,24 +179,9 @@ def test_list_and_end_a_session(contexts, live_server):
     assert phone.console_errors == []
 
 
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def serious_violations(page) -> list[str]:
-    """axe-core's serious and critical findings on the page as it is now."""
-    # Evaluated through the DevTools protocol: the page keeps its real CSP (no inline script).
-    result = page.evaluate("""async (source) => {
-        if (!window.axe) { (0, eval)(source); }
-        return await window.axe.run(document, {resultTypes: ["violations"]});
-    }""", AXE.read_text("utf-8"))
-    return [f"{v['id']}: {v['help']} {[n['target'] for n in v['nodes']]}"
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")]
-
-
 def check_page(page, name: str, problems: dict) -> None:
     """No serious axe finding and no sideways scrolling at this width; a screenshot."""
-    found = serious_violations(page)
+    found = axe_violations(page)
     if page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1"):
         found.append("wider than the window")
     if found:
@@ -206,7 +191,6 @@ def check_page(page, name: str, problems: dict) -> None:
 
 @pytest.mark.parametrize("width", [1280, 375])
 def test_operator_pages_are_accessible_and_fit_a_phone(contexts, live_server, width):
-    assert AXE.is_file(), "npm ci --prefix tests"
     create_operator(live_server.app)
     page = contexts()
     page.set_viewport_size({"width": width, "height": 800})
@@ -215,7 +199,7 @@ def test_operator_pages_are_accessible_and_fit_a_phone(contexts, live_server, wi
     page.goto(live_server.url + "/ui/operators")
     check_page(page, "list", problems)
     page.get_by_label("New operator's username").fill("vera")
-    page.get_by_role("button", name="Create operator").click()
+    submit(page, page.get_by_role("button", name="Create operator"))
     check_page(page, "one-time-password", problems)
     page.goto(live_server.url + "/ui/operators/vera/reset-password")
     check_page(page, "confirm-reset-password", problems)
@@ -223,18 +207,18 @@ def test_operator_pages_are_accessible_and_fit_a_phone(contexts, live_server, wi
     check_page(page, "password", problems)
     page.goto(live_server.url + "/ui/security")
     check_page(page, "security", problems)
-    page.get_by_role("button", name="Set up a second factor").click()
+    submit(page, page.get_by_role("button", name="Set up a second factor"))
     check_page(page, "enroll", problems)
     page.get_by_label("Code shown by your app").fill("000000")
-    page.get_by_role("button", name="Turn on").click()
+    submit(page, page.get_by_role("button", name="Turn on"))
     check_page(page, "enroll-error", problems)
-    page.get_by_role("button", name="Start again with a new key").click()
+    submit(page, page.get_by_role("button", name="Start again with a new key"))
     secret = page.locator("#totp-secret").input_value()
     page.get_by_label("Code shown by your app").fill(code_in(secret))
-    page.get_by_role("button", name="Turn on").click()
+    submit(page, page.get_by_role("button", name="Turn on"))
     check_page(page, "recovery-codes", problems)
-    page.get_by_role("link", name="I have stored the codes").click()
-    page.get_by_role("button", name="Sign out").click()
+    submit(page, page.get_by_role("link", name="I have stored the codes"))
+    submit(page, page.get_by_role("button", name="Sign out"))
     sign_in(page, live_server)
     check_page(page, "code", problems)
     assert problems == {}

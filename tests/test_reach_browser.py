@@ -6,48 +6,29 @@ axe-core run on these pages finds no serious or critical violation."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 from test_reach import demo_manifest
 from test_ui_browser import screenshot, sign_in
-from ui_support import browser  # noqa: F401 - fixture
+from ui_support import axe_violations, browser  # noqa: F401 - fixture
 
 from authserver.credentials import api_keys, clients
 from authserver.reach import resource_servers
 
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
-
-
 @pytest.fixture
 def page(browser, live_server):  # noqa: F811
-    """A fresh profile with axe-core injected before any page script (CSP does not apply to
-    init scripts), and the demo API registered for the live server's audience."""
+    """A fresh profile, and the demo API registered for the live server's audience."""
     with live_server.app.app_context():
         resource_servers.register_resource_server("demo", demo_manifest(live_server.url),
                                                   actor="test")
     context = browser.new_context(viewport={"width": 1366, "height": 860})
-    if AXE.exists():
-        context.add_init_script(path=str(AXE))
     tab = context.new_page()
     tab.console_errors = []
     tab.on("console", lambda message: message.type == "error"
            and tab.console_errors.append(message.text))
     yield tab
     context.close()
-
-
-def serious_violations(page, selector: str) -> list[str]:
-    """axe-core's serious and critical violations inside ``selector`` (what this feature
-    adds; the page frame is tests/test_ui_browser.py's)."""
-    if not AXE.exists():
-        pytest.skip("axe-core is not installed (npm ci --prefix tests)")
-    result = page.evaluate("(selector) => axe.run({include: [[selector]]}, "
-                           "{resultTypes: ['violations']})", selector)
-    return [f"{violation['id']}: {[node['target'] for node in violation['nodes']][:5]}"
-            for violation in result["violations"]
-            if violation["impact"] in ("serious", "critical")]
 
 
 def test_key_and_client_pages_list_what_they_reach(page, live_server):
@@ -68,7 +49,7 @@ def test_key_and_client_pages_list_what_they_reach(page, live_server):
     expect(table.locator('tr[data-endpoint="GET /sms/1/bulks"]')).to_have_count(0)
     section.scroll_into_view_if_needed()
     screenshot(page, "reach-api-key")
-    assert serious_violations(page, "[data-reach]") == []
+    assert axe_violations(page, "[data-reach]") == []
 
     page.goto(f"{live_server.url}/ui/clients/{client_id}")
     section = page.get_by_role("region", name="What it can reach")
@@ -76,7 +57,7 @@ def test_key_and_client_pages_list_what_they_reach(page, live_server):
     expect(bulks).to_contain_text("sms:message:send")
     expect(bulks).to_contain_text("ask for it in the token request")
     expect(section.locator('tr[data-endpoint="GET /people/2/persons"]')).to_be_visible()
-    assert serious_violations(page, "[data-reach]") == []
+    assert axe_violations(page, "[data-reach]") == []
     assert page.console_errors == []
 
 
@@ -92,7 +73,7 @@ def test_pick_endpoints_then_create_a_key_with_the_narrowest_scopes(page, live_s
     page.locator('input[value="demo GET /sms/3/logs"]').check()
     page.locator('input[value="demo GET /people/2/persons"]').check()
     screenshot(page, "reach-pick-endpoints", full_page=True)
-    assert serious_violations(page, "main form") == []
+    assert axe_violations(page, "main form") == []
     page.get_by_role("button", name="Tick the narrowest scopes").click()
 
     expect(page).to_have_url(re.compile(r"/ui/api-keys/new\?endpoint="))
@@ -102,7 +83,7 @@ def test_pick_endpoints_then_create_a_key_with_the_narrowest_scopes(page, live_s
         expect(notice).to_contain_text(scope)
         expect(page.locator(f'input[name="scopes"][value="{scope}"]')).to_be_checked()
     expect(page.locator('input[name="scopes"]:checked')).to_have_count(3)
-    assert serious_violations(page, "[data-picked]") == []
+    assert axe_violations(page, "[data-picked]") == []
     page.get_by_label("Name").fill("least privilege")
     page.get_by_role("button", name="Create API key").click()
     expect(page).to_have_url(re.compile(r"/ui/api-keys/[0-9A-F]{32}/secret$"))

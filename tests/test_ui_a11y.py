@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 from test_reach import demo_manifest
-from ui_support import PASSWORD, browser, create_operator  # noqa: F401 - fixture
+from ui_support import PASSWORD, axe_violations, browser, create_operator  # noqa: F401 - fixture
 
 from authserver.accounts import registry as accounts
 from authserver.credentials import api_keys, clients
@@ -25,17 +25,9 @@ from authserver.reach import resource_servers
 from authserver.storage.audit import Actor
 
 ROOT = Path(__file__).resolve().parent
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = ROOT.parent / "test-artifacts" / "a11y"
 PHONE = {"width": 375, "height": 740}
 DESKTOP = {"width": 1280, "height": 860}
-BLOCKING = ("serious", "critical")
-
-
-@pytest.fixture(scope="module")
-def axe_source() -> str:
-    assert AXE.is_file(), "run: npm ci --prefix tests"
-    return AXE.read_text("utf-8")
 
 
 @pytest.fixture
@@ -51,24 +43,12 @@ def page(browser):
     context.close()
 
 
-def violations(page, axe_source: str) -> list[str]:
-    """axe-core's serious and critical findings on the page as it is now."""
-    found = page.evaluate("""async (source) => {
-        if (!window.axe) { (0, eval)(source); }
-        const result = await window.axe.run(document, {resultTypes: ["violations"]});
-        return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-            nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + n.failureSummary)}));
-    }""", axe_source)
-    return [f"{v['impact']} {v['id']}: {v['help']} at {v['nodes']}" for v in found
-            if v["impact"] in BLOCKING]
-
-
-def check_page(page, axe_source: str, name: str) -> list[str]:
+def check_page(page, name: str) -> list[str]:
     """axe at desktop width and at 375 px; no sideways scrolling at 375 px; a screenshot.
     Returns what is wrong (every page is checked before the test fails)."""
-    problems = [f"{name}: {found}" for found in violations(page, axe_source)]
+    problems = [f"{name}: {found}" for found in axe_violations(page)]
     page.set_viewport_size(PHONE)
-    problems += [f"{name} at 375 px: {found}" for found in violations(page, axe_source)]
+    problems += [f"{name} at 375 px: {found}" for found in axe_violations(page)]
     width = page.evaluate("document.documentElement.scrollWidth")
     if width > PHONE["width"]:
         problems.append(f"{name}: {width} px wide at 375 px")
@@ -112,16 +92,16 @@ def sign_in(page, live_server) -> None:
     expect(page).to_have_url(live_server.url + "/ui/api-keys")
 
 
-def test_every_page_passes_axe_and_fits_375_px(page, live_server, world, axe_source):
+def test_every_page_passes_axe_and_fits_375_px(page, live_server, world):
     url = live_server.url
     problems = []
     page.goto(url + "/ui/sign-in")
-    problems += check_page(page, axe_source, "sign-in")
+    problems += check_page(page, "sign-in")
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("wrong password")
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#sign-in-error")).to_be_visible()
-    problems += check_page(page, axe_source, "sign-in-failed")
+    problems += check_page(page, "sign-in-failed")
     sign_in(page, live_server)
 
     key, client = world["key"], world["client"]
@@ -158,31 +138,31 @@ def test_every_page_passes_axe_and_fits_375_px(page, live_server, world, axe_sou
     }
     for name, path in pages.items():
         page.goto(url + path)
-        problems += check_page(page, axe_source, name)
+        problems += check_page(page, name)
 
     # Forms in the states operators see them in: errors next to the fields, a scope group
     # open with an umbrella ticked, a secret shown once.
     page.goto(url + "/ui/api-keys/new")
     page.get_by_role("button", name="Create API key").click()
     expect(page.locator(".field-errors").first).to_be_visible()
-    problems += check_page(page, axe_source, "api-key-new-errors")
+    problems += check_page(page, "api-key-new-errors")
     page.goto(url + "/ui/clients/new")
     page.locator("summary", has_text="General").click()
     page.locator('input[value="message:send"]').check()
     page.locator("summary", has_text="Channels").click()
     expect(page.locator(".scope-entry", has=page.locator('input[value="sms:message:send"]'))
            .locator("[data-included-by]")).to_have_text("Included in message:send")
-    problems += check_page(page, axe_source, "client-new-umbrella")
+    problems += check_page(page, "client-new-umbrella")
     page.get_by_label("Name").fill("Phone-sized client")
     page.get_by_role("button", name="Create OAuth client").click()
     expect(page.locator("#client-secret")).to_be_visible()
-    problems += check_page(page, axe_source, "client-created")
+    problems += check_page(page, "client-created")
     (SHOTS / "problems.txt").write_text("\n".join(problems) + "\n", "utf-8")
     assert problems == [], f"{len(problems)} problems, listed in {SHOTS / 'problems.txt'}"
     assert page.console_errors == []
 
 
-def test_the_secret_page_fits_375_px_with_the_secret(page, live_server, world, axe_source):
+def test_the_secret_page_fits_375_px_with_the_secret(page, live_server, world):
     """The show-once page at phone width, with the longest thing it holds: a new key."""
     sign_in(page, live_server)
     page.set_viewport_size(PHONE)
@@ -192,4 +172,4 @@ def test_the_secret_page_fits_375_px_with_the_secret(page, live_server, world, a
     page.locator('input[value="sms:message:send"]').check()
     page.get_by_role("button", name="Create API key").click()
     expect(page.locator("#api-key-secret")).to_be_visible()
-    assert check_page(page, axe_source, "api-key-created") == []
+    assert check_page(page, "api-key-created") == []

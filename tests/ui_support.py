@@ -18,6 +18,10 @@ CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: axe-core, pinned in tests/package.json and installed by ``npm ci --prefix tests``.
+AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+#: The axe impacts that fail an accessibility test.
+BLOCKING = ("serious", "critical")
 HOSTILE_NAME = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp; "quoted"'
 
 
@@ -98,3 +102,27 @@ def browser():
                                               headless=True)
         yield chromium
         chromium.close()
+
+
+def submit(page, control) -> None:
+    """Click a control that leaves the page (a form's button, a link) and wait until the page
+    it leads to has loaded: a check run right after a bare click can meet the old page, or a
+    document that is being replaced."""
+    with page.expect_navigation():
+        control.click()
+
+
+def axe_violations(page, within: str | None = None) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (only inside the
+    CSS selector ``within``, if given). axe is evaluated through the DevTools protocol, so
+    the page keeps its real Content Security Policy."""
+    assert AXE.is_file(), "run: npm ci --prefix tests"
+    found = page.evaluate("""async ([source, within]) => {
+        if (!window.axe) { (0, eval)(source); }
+        const context = within ? {include: [[within]]} : document;
+        const result = await window.axe.run(context, {resultTypes: ["violations"]});
+        return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + n.failureSummary)}));
+    }""", [AXE.read_text("utf-8"), within])
+    return [f"{v['impact']} {v['id']}: {v['help']} at {v['nodes']}" for v in found
+            if v["impact"] in BLOCKING]
