@@ -113,15 +113,30 @@ def test_environment_overrides_the_instance_file(tmp_path, monkeypatch):
     assert app.config["ISSUER"] == "https://env.example.test" and app.config["LEEWAY"] == 5
 
 
+def environment_only(folder) -> dict:
+    """A host configured from the environment alone (no instance/config.py anywhere), its
+    SQLite database and secret file in ``folder``."""
+    database = folder / "data" / "authserver.sqlite"
+    secret_file = folder / "secret_key"
+    secret_file.write_text("from-a-file\n")
+    return server_env(folder / "no-instance", ISSUER="https://auth.example.test",
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}",
+                      ENCRYPTION_KEYS=ENCRYPTION_KEY, SECRET_KEY_FILE=str(secret_file))
+
+
 @pytest.fixture
 def env_only(tmp_path):
-    """A host configured from the environment alone: no instance/config.py anywhere."""
-    database = tmp_path / "data" / "authserver.sqlite"
-    secret_file = tmp_path / "secret_key"
-    secret_file.write_text("from-a-file\n")
-    env = server_env(tmp_path / "no-instance", ISSUER="https://auth.example.test",
-                     SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}",
-                     ENCRYPTION_KEYS=ENCRYPTION_KEY, SECRET_KEY_FILE=str(secret_file))
+    """A host from the environment alone, not initialised yet."""
+    return environment_only(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def initialised_env(tmp_path_factory):
+    """A host from the environment alone after ``authserver init``, for the tests that only
+    read it (``config check``, a refused ``serve``)."""
+    env = environment_only(tmp_path_factory.mktemp("initialised"))
+    init = cli(env, "init")
+    assert init.returncode == 0, init.stderr
     return env
 
 
@@ -148,9 +163,8 @@ def test_a_host_runs_from_the_environment_alone(env_only, tmp_path):
     ("TRUSTED_PROXIE", "10.0.0.1", "AUTHSERVER_TRUSTED_PROXIE names no setting"),
     ("METRICS_BIND", "9100", "METRICS_BIND"),
 ])
-def test_config_check_names_the_problem(env_only, setting, value, problem):
-    assert cli(env_only, "init").returncode == 0
-    env = {**env_only, f"AUTHSERVER_{setting}": value}
+def test_config_check_names_the_problem(initialised_env, setting, value, problem):
+    env = {**initialised_env, f"AUTHSERVER_{setting}": value}
     check = cli(env, "config", "check", "--offline")
     assert check.returncode == 1, check.stdout
     assert any(problem in line for line in check.stderr.splitlines()), check.stderr
@@ -340,9 +354,8 @@ def test_a_key_rotated_elsewhere_is_503_with_the_reason(own_database, tmp_path):
     dispose(stale, rotated, restarted)
 
 
-def test_serve_refuses_to_start_without_the_key(env_only):
-    assert cli(env_only, "init").returncode == 0
-    env = {**env_only, "AUTHSERVER_ENCRYPTION_KEYS": OTHER_KEY}
+def test_serve_refuses_to_start_without_the_key(initialised_env):
+    env = {**initialised_env, "AUTHSERVER_ENCRYPTION_KEYS": OTHER_KEY}
     result = subprocess.run([str(BIN / "authserver"), "serve", "--port", str(free_port())],
                             env=env, capture_output=True, text=True, timeout=60)
     assert_one_line_error(result, "refusing to start", "cannot be decrypted")
@@ -392,9 +405,9 @@ def test_readyz_on_pending_migrations(own_database, tmp_path):
     dispose(app)
 
 
-def test_config_check_json_masks_secrets(env_only):
-    assert cli(env_only, "init").returncode == 0
-    env = {**env_only, "AUTHSERVER_RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:6379/9"}
+def test_config_check_json_masks_secrets(initialised_env):
+    env = {**initialised_env,
+           "AUTHSERVER_RATELIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:6379/9"}
     check = cli(env, "config", "check", "--json", "--offline")
     report = json.loads(check.stdout)
     assert report["settings"]["ENCRYPTION_KEYS"] == [f"<secret {fingerprint(ENCRYPTION_KEY)}>"]
