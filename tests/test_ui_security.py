@@ -507,11 +507,18 @@ def test_client_secret_is_shown_once_at_creation_and_rotation(app, signed_in):
 # -- UI09: sign-in answers and throttling --------------------------------------------------------
 
 @pytest.mark.security("UI09", expected="operator passwords stored as Argon2id hashes")
-def test_operator_passwords_are_hashed_with_argon2(app, ui):
+def test_operator_passwords_are_hashed_with_argon2(app):
+    # Through the service itself (ui_support.create_operator reuses one hash per password).
     with app.app_context():
-        stored = db.session.scalar(sa.select(Operator.password_hash)
-                                   .where(Operator.username == "alice"))
-    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+        for name in ("hashed1", "hashed2"):
+            operators.create_operator(username=name, password=PASSWORD, actor="test")
+        stored = db.session.scalars(sa.select(Operator.password_hash)
+                                    .where(Operator.username.in_(["hashed1", "hashed2"]))).all()
+    assert len(stored) == 2 and stored[0] != stored[1]  # a salt of its own each
+    for password_hash in stored:
+        assert password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert PASSWORD not in password_hash
+        assert operators.check_password(PASSWORD, password_hash)
     assert operators.DUMMY_HASH.startswith("$argon2id$")  # unknown users cost the same hash
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -25,9 +26,24 @@ BLOCKING = ("serious", "critical")
 HOSTILE_NAME = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp; "quoted"'
 
 
+#: password -> its Argon2id hash, made once per test process (see create_operator).
+_HASHES: dict[str, str] = {}
+
+
+def _hash_once(password: str) -> str:
+    if password not in _HASHES:
+        _HASHES[password] = operators.password_hasher.hash(password)
+    return _HASHES[password]
+
+
 def create_operator(app, username: str = "alice", password: str = PASSWORD) -> None:
-    """Create an enabled operator account."""
-    with app.app_context():
+    """Create an enabled operator account.
+
+    The password's Argon2id hash (salt included) is made once per process and reused: a
+    hash costs ~45 ms of CPU, and hundreds of UI tests create an operator. Signing in still
+    verifies the password against it with the production parameters; the tests of hashing
+    itself (UI09, tests/test_operator_security.py) call the service directly."""
+    with app.app_context(), mock.patch.object(operators, "hash_password", _hash_once):
         operators.create_operator(username=username, password=password, actor="test")
 
 
