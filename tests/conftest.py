@@ -48,11 +48,14 @@ RATE_LIMIT_SETTINGS = ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "INTROSPEC
 
 
 #: Modules whose tests run on one pytest-xdist worker, one after another: they kill and freeze
-#: processes, load the machine and bound latencies (two at once would measure each other), and
-#: build costly module fixtures (a PostgreSQL cluster, server processes, Chromium) once.
+#: processes, load the machine and bound latencies (two at once would measure each other), or
+#: build costly module fixtures (a PostgreSQL cluster, server processes, Chromium, fresh
+#: virtual environments) that every worker given one of their tests would build again.
 #: Every other test is handed to whichever worker is free.
 SERIAL_MODULES = ("test_faults.py", "test_scale_out.py", "test_guard_faults.py",
-                  "test_ui_browser.py", "test_ui_a11y.py")
+                  "test_ui_browser.py", "test_ui_a11y.py", "test_operators_browser.py",
+                  "test_reach_browser.py", "test_credential_cache.py", "test_dpop_scale_out.py",
+                  "test_guard_install.py", "test_slow_clients.py", "test_guard.py")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -66,6 +66,21 @@ def make_venv(tmp: Path, requirement: str, *extra: str) -> Path:
     return python
 
 
+@pytest.fixture(scope="module")
+def light_venv(tmp_path_factory):
+    """``light_venv(requirement, *extra)``: the fresh venv of ``make_venv``, built once per
+    module for each requirement (the tests only run programs in it)."""
+    built: dict[tuple[str, ...], Path] = {}
+
+    def get(requirement: str, *extra: str) -> Path:
+        key = (requirement, *extra)
+        if key not in built:
+            built[key] = make_venv(tmp_path_factory.mktemp(f"venv-{requirement}"), *key)
+        return built[key]
+
+    return get
+
+
 def installed(python: Path) -> set[str]:
     out = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], check=True,
                          capture_output=True, text=True).stdout
@@ -151,9 +166,9 @@ EXAMPLES = {
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_guard_alone_runs_the_readme_example(name, tmp_path, auth_server):
+def test_guard_alone_runs_the_readme_example(name, tmp_path, auth_server, light_venv):
     extra_name, extra_packages, command, absent = EXAMPLES[name]
-    python = make_venv(tmp_path, extra_name, *extra_packages)
+    python = light_venv(extra_name, *extra_packages)
     packages = installed(python)
     assert "authserver-guard" in packages
     assert not packages & SERVER_ONLY, packages & SERVER_ONLY
@@ -167,9 +182,9 @@ def test_guard_alone_runs_the_readme_example(name, tmp_path, auth_server):
         process.wait(10)
 
 
-def test_guard_refuses_to_start_without_feed_credentials(tmp_path, auth_server):
+def test_guard_refuses_to_start_without_feed_credentials(auth_server, light_venv):
     """Safe by default, in the light install too: no GUARD_CLIENT_ID -> a message naming it."""
-    python = make_venv(tmp_path, "flask")
+    python = light_venv("flask")
     code = ("from flask import Flask\nfrom resource_demo.guard.flask import ResourceGuard\n"
             "app = Flask('x')\napp.config['GUARD_ISSUER'] = " + repr(auth_server.url) + "\n"
             "ResourceGuard(app)\n")
