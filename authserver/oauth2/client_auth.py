@@ -67,7 +67,7 @@ def validate_form_request() -> None:
 
     Applies to the token, introspection and revocation endpoints; raises InvalidRequestError.
     """
-    http = flask_request
+    http = flask_request._get_current_object()  # one context lookup, not one per use
     if http.mimetype != FORM_MIMETYPE:
         raise InvalidRequestError("The request body must be application/x-www-form-urlencoded.")
     # Werkzeug drops a form that is not UTF-8 silently; say what is wrong instead.

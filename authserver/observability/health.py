@@ -49,9 +49,10 @@ def metrics():
 
 
 def _start_request() -> None:
-    g.request_started = time.perf_counter()
+    context = g._get_current_object()  # one context lookup per hook, not one per use
+    context.request_started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID_RE.match(incoming) else secrets.token_hex(8)
+    context.request_id = incoming if REQUEST_ID_RE.match(incoming) else secrets.token_hex(8)
 
 
 #: What a separate metrics listener (METRICS_BIND) serves; everything else is 404 there.
@@ -81,17 +82,18 @@ def _separate_metrics_listener() -> None:
 
 
 def _finish_request(response: Response) -> Response:
-    elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    LATENCY.labels(endpoint=endpoint, method=method_label(request.method)).observe(elapsed)
-    response.headers["X-Request-ID"] = g.get("request_id", "")
+    context, http = g._get_current_object(), request._get_current_object()
+    elapsed = time.perf_counter() - context.get("request_started", time.perf_counter())
+    endpoint = http.url_rule.rule if http.url_rule else "unmatched"
+    LATENCY.labels(endpoint=endpoint, method=method_label(http.method)).observe(elapsed)
+    response.headers["X-Request-ID"] = context.get("request_id", "")
     if current_app.config.get("ACCESS_LOG"):
         # Path only: query strings and bodies may carry credentials and are never logged.
         log.info("request", extra={
-            "request_id": g.get("request_id"), "method": request.method, "route": endpoint,
-            "path": request.path, "status": response.status_code,
-            "latency_ms": round(elapsed * 1000, 2), "client": g.get("client_id"),
-            "remote": request.remote_addr})
+            "request_id": context.get("request_id"), "method": http.method, "route": endpoint,
+            "path": http.path, "status": response.status_code,
+            "latency_ms": round(elapsed * 1000, 2), "client": context.get("client_id"),
+            "remote": http.remote_addr})
     return response
 
 
