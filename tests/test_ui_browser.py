@@ -17,7 +17,8 @@ import requests
 import sqlalchemy as sa
 from demo_support import serve
 from playwright.sync_api import expect
-from ui_support import HOSTILE_NAME, PASSWORD, browser, create_operator  # noqa: F401 - fixture
+from ui_support import (  # noqa: F401 - fixture
+    HOSTILE_NAME, PASSWORD, browser, create_operator, submit)
 
 from authserver.credentials import api_keys as api_key_service
 from authserver.credentials import clients as client_service
@@ -152,7 +153,7 @@ def test_api_key_created_copied_used_and_disabled(page, live_server, demo_api):
                                  headers={"Authorization": f"App {key}"}, timeout=10)
     assert send().status_code == 200
 
-    row.get_by_role("link", name="SMS sender").click()
+    submit(page, row.get_by_role("link", name="SMS sender"))
     screenshot(page, "edit-api-key", full_page=True)
     page.get_by_role("link", name="Disable API key").click()
     expect(page.locator("h1")).to_contain_text("Disable the API key")  # a step, no dialog
@@ -194,7 +195,7 @@ def test_oauth_client_created_used_rotated_and_disabled(page, live_server):
     assert answer.json()["expires_in"] == 600
     assert answer.json()["scope"] == "message:send billing:usage:view"
 
-    page.get_by_role("link", name="I have copied the secret").click()
+    submit(page, page.get_by_role("link", name="I have copied the secret"))
     screenshot(page, "client-detail", full_page=True)
     page.get_by_role("link", name="Rotate secret").click()
     page.get_by_role("button", name="Rotate secret").click()
@@ -418,7 +419,7 @@ def test_confirmation_steps_cancel_disable_and_delete(page, live_server):
         client_id = record.client_id
     sign_in(page, live_server)
     page.goto(live_server.url + f"/ui/api-keys/{key_id}")
-    page.get_by_role("link", name="Disable API key").click()
+    submit(page, page.get_by_role("link", name="Disable API key"))
     screenshot(page, "confirm-disable-key")
     page.get_by_role("link", name="Cancel").click()
     expect(page.locator("h1 .badge")).to_have_text("Active")
