@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 
 import httpx
@@ -409,6 +409,20 @@ def running(app) -> Iterator[str]:
             yield url
     finally:
         ResourceGuard.close(app)
+
+
+@pytest.fixture
+def start(auth_server, credentials, framework):
+    """``start(**GUARD_settings)``: a guarded app of this test's own (``app.url``), served
+    until the test ends."""
+    with ExitStack() as stack:
+        def make(**settings):
+            app = create_guarded_app(guard_config(auth_server, credentials, **settings),
+                                     framework)
+            app.url = stack.enter_context(running(app))
+            return app
+
+        yield make
 
 
 class SkewedClock:

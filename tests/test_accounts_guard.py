@@ -22,6 +22,7 @@ from guard_support import (  # noqa: F401  (fixtures)
     framework,
     guard_config,
     running,
+    start,
     wait_for,
 )
 
@@ -31,22 +32,6 @@ from resource_demo.guard.server_client import ServerUnavailable
 
 #: DESIGN: a revoked JWT is refused within 5 s; the guard polls every 2 s by default.
 FEED_LIMIT = 5.0
-
-
-@pytest.fixture
-def start(auth_server, credentials, framework):
-    """``start(**GUARD_settings)``: a guarded app of this test's own (``app.url``)."""
-    apps = []
-
-    def make(**settings):
-        app = create_guarded_app(guard_config(auth_server, credentials, **settings), framework)
-        apps.append(running(app))
-        app.url = apps[-1].__enter__()
-        return app
-
-    yield make
-    for context in reversed(apps):
-        context.__exit__(None, None, None)
 
 
 @pytest.fixture

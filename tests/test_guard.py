@@ -35,6 +35,7 @@ from guard_support import (  # noqa: F401  (fixtures)
     guard_config,
     in_process,
     running,
+    start,
     soon,
     wait_for,
 )
@@ -69,22 +70,6 @@ def rs(auth_server, credentials, framework):
     with running(app) as url:
         app.url = url
         yield app
-
-
-@pytest.fixture
-def start(auth_server, credentials, framework):
-    """``start(**GUARD_settings)``: a guarded app of this test's own (``app.url``)."""
-    apps = []
-
-    def make(**settings):
-        app = create_guarded_app(guard_config(auth_server, credentials, **settings), framework)
-        apps.append(running(app))
-        app.url = apps[-1].__enter__()
-        return app
-
-    yield make
-    for context in reversed(apps):
-        context.__exit__(None, None, None)
 
 
 def get(url: str, path: str = "/sms", headers: dict | None = None, **kwargs):
