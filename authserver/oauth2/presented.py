@@ -15,7 +15,7 @@ from authserver.clock import utcnow
 from authserver.credentials.api_keys import is_active, query_api_key
 from authserver.oauth2.tokens import decode_access_token
 from authserver.scopes import current_catalogue, parse_scope
-from authserver.storage.db import db, read_connection
+from authserver.storage.db import db, row_exists
 from authserver.storage.models import ApiKey, RevokedToken
 from resource_demo.guard.api_key_format import PREFIX as API_KEY_PREFIX
 
@@ -47,18 +47,11 @@ def query_credential(value: object) -> Credential | None:
     return Credential("jwt", claims=claims) if claims else None
 
 
-_REVOKED: list[sa.Select] = []
-
-
 def is_revoked(jti: str) -> bool:
     """True when the JWT with ``jti`` was revoked (own connection: call it outside a
     session transaction). Asked of the database every time: introspection must say
     ``active: false`` at once after a revocation anywhere (threat model RV04)."""
-    if not _REVOKED:  # built once: building it per call cost more than the query
-        _REVOKED.append(sa.select(RevokedToken.id)
-                        .where(RevokedToken.jti == sa.bindparam("jti")).limit(1))
-    with read_connection() as connection:
-        return connection.execute(_REVOKED[0], {"jti": jti}).first() is not None
+    return row_exists(RevokedToken.__table__, "jti", jti)
 
 
 def holds_introspect_scope(client) -> bool:

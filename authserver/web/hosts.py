@@ -9,6 +9,7 @@ call them by address. Werkzeug's list cannot hold IPv6 literals, so those are ma
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Flask, Request
@@ -22,8 +23,14 @@ def trusted_hosts(config) -> list[str]:
     """TRUSTED_HOSTS, or its default: the issuer's host and the loopback names."""
     if config.get("TRUSTED_HOSTS") is not None:
         return list(config["TRUSTED_HOSTS"])
-    issuer_host = urlsplit(config["ISSUER"]).hostname
-    return [host for host in (issuer_host, *LOOPBACK) if host]
+    return list(_default_hosts(config["ISSUER"]))
+
+
+@lru_cache(maxsize=16)
+def _default_hosts(issuer: str) -> tuple[str, ...]:
+    """The issuer's host and the loopback names (parsed once per issuer, not per request)."""
+    issuer_host = urlsplit(issuer).hostname
+    return tuple(host for host in (issuer_host, *LOOPBACK) if host)
 
 
 class HostCheckedRequest(Request):
