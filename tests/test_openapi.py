@@ -10,6 +10,7 @@ schema can say (scopes the caller holds, validity relative to now, CIDR syntax).
 from __future__ import annotations
 
 import json
+import weakref
 
 import pytest
 import schemathesis
@@ -101,9 +102,19 @@ RUNS = [pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
         if path != "/openapi.json" or mode is GenerationMode.POSITIVE]
 
 
+#: The loaded document per app (~70 ms a load; the module's tests share one app per backend).
+_SCHEMAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def loaded_schema(app):
+    if app not in _SCHEMAS:
+        _SCHEMAS[app] = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    return _SCHEMAS[app]
+
+
 @pytest.mark.parametrize("method, path, mode", RUNS)
 def test_schemathesis(app, bearer, existing_ids, method, path, mode):
-    operation = schemathesis.openapi.from_wsgi("/openapi.json", app)[path][method]
+    operation = loaded_schema(app)[path][method]
     names = {parameter.name for parameter in operation.path_parameters}
     ids = {name: value for name, value in existing_ids.items() if name in names}
 

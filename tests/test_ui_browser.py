@@ -63,8 +63,11 @@ def demo_api(live_server):
         record, secret = client_service.create_client(name="demo api", scope="tokens:introspect",
                                                       actor="test")
         client_id = record.client_id
+    # Short cache and poll intervals: these tests follow an edit from the UI to the resource
+    # server; the guard's default bounds (4 s, 2 s) are the guard tests' subject.
     app = create_demo_app({"GUARD_ISSUER": live_server.url, "GUARD_CLIENT_ID": client_id,
-                           "GUARD_CLIENT_SECRET": secret})
+                           "GUARD_CLIENT_SECRET": secret, "GUARD_API_KEY_CACHE_SECONDS": 1.0,
+                           "GUARD_REVOCATION_POLL_SECONDS": 0.5})
     with serve(app) as url:
         yield url
     ResourceGuard.close(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from unittest import mock
@@ -128,17 +129,24 @@ def submit(page, control) -> None:
         control.click()
 
 
+@functools.lru_cache(maxsize=1)
+def _axe_source() -> str:
+    assert AXE.is_file(), "run: npm ci --prefix tests"
+    return AXE.read_text("utf-8")
+
+
 def axe_violations(page, within: str | None = None) -> list[str]:
     """axe-core's serious and critical findings on the page as it is now (only inside the
     CSS selector ``within``, if given). axe is evaluated through the DevTools protocol, so
-    the page keeps its real Content Security Policy."""
-    assert AXE.is_file(), "run: npm ci --prefix tests"
-    found = page.evaluate("""async ([source, within]) => {
-        if (!window.axe) { (0, eval)(source); }
+    the page keeps its real Content Security Policy; its source (half a megabyte) is sent
+    only to a document that does not have it yet."""
+    if not page.evaluate("() => Boolean(window.axe)"):
+        page.evaluate("source => { (0, eval)(source); }", _axe_source())
+    found = page.evaluate("""async (within) => {
         const context = within ? {include: [[within]]} : document;
         const result = await window.axe.run(context, {resultTypes: ["violations"]});
         return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
             nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " + n.failureSummary)}));
-    }""", [AXE.read_text("utf-8"), within])
+    }""", within)
     return [f"{v['impact']} {v['id']}: {v['help']} at {v['nodes']}" for v in found
             if v["impact"] in BLOCKING]
