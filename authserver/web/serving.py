@@ -80,7 +80,13 @@ def run(factory: Callable[[], Flask], host: str, port: int, workers: int,
     share_metrics_between_workers()
     # A request is read whole by the worker's event loop before a thread serves it: slow or
     # idle clients hold sockets, never threads (threat model AV03; see web.workers).
+    # reuse_port: each worker listens on a socket of its own (SO_REUSEPORT) and the kernel
+    # spreads new connections over them. On one shared socket, whichever worker called
+    # accept() first got the connection: a client opening its connections together (a
+    # proxy's keep-alive pool) could land them all on one worker, serving on one core while
+    # the others idled (tests/test_worker_balance.py).
     options = {"bind": [bind_address(host, port), *(extra_binds or [])], "workers": workers,
+               "reuse_port": True,
                "worker_class": BufferingThreadWorker, "threads": THREADS,
                "graceful_timeout": 30, "timeout": 30, "child_exit": _child_exit,
                "accesslog": "-" if access_log else None,
