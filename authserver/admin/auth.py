@@ -40,7 +40,7 @@ from authserver.scopes import ScopeError, current_catalogue, has_required_scope,
 from authserver.storage.audit import Actor
 from authserver.web.errors import ForbiddenError
 from resource_demo.guard.errors import Unauthorized, bearer_challenge
-from resource_demo.guard.flask import presented
+from resource_demo.guard.flask_request import presented
 from resource_demo.guard.principal import Authenticator, Principal, check_scopes
 from resource_demo.guard.verifier import AccessTokenVerifier
 

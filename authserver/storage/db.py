@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import sqlite3
 import weakref
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Alembic's version table (its default name; migrations/env.py keeps it).
+VERSION_TABLE = "alembic_version"
 
 
 class Base(DeclarativeBase):
@@ -174,7 +179,12 @@ def read_one(model, column: str, value: object):
 
 
 def alembic_config() -> Config:
-    """An Alembic config bound to the current app's database."""
+    """An Alembic config bound to the current app's database.
+
+    Alembic is imported where it is used (here and in the migration steps): the CLI commands
+    and server processes that never migrate start ~70 ms sooner without it."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", current_app.config["SQLALCHEMY_DATABASE_URI"])
@@ -187,11 +197,15 @@ def upgrade_database(revision: str = "head") -> None:
     if path and not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         sqlite3.connect(path).close()
+    from alembic import command
+
     _migrate(command.upgrade, revision)
 
 
 def downgrade_database(revision: str) -> None:
     """Undo migrations down to ``revision``."""
+    from alembic import command
+
     _migrate(command.downgrade, revision)
 
 
@@ -222,18 +236,52 @@ def _migrate(step, revision: str) -> None:
 
 
 def head_revisions() -> tuple[str, ...]:
-    """The revisions this version's migrations end at."""
+    """The revisions this version's migrations end at.
+
+    Read from the migration scripts' ``revision`` and ``down_revision`` literals: every CLI
+    command and every server start asks, and importing Alembic to answer cost ~80 ms each.
+    Alembic's own script directory answers when a script declares them otherwise (the test
+    suite checks that both agree)."""
+    heads = declared_heads()
+    if heads is not None:
+        return heads
     from alembic.script import ScriptDirectory
 
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def current_heads() -> tuple[str, ...]:
-    """The revisions the database is at (empty before the first migration)."""
-    from alembic.runtime.migration import MigrationContext
+@functools.lru_cache(maxsize=1)
+def declared_heads() -> tuple[str, ...] | None:
+    """Heads of the revision graph the scripts in ``migrations/versions`` declare as literals
+    (``revision = "0007"``, ``down_revision = "0006"`` or a tuple of parents), or None when
+    a script does not declare its revision that way."""
+    revisions, parents = set(), set()
+    for script in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        declared = {}
+        for node in ast.parse(script.read_text("utf-8")).body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                else node.target if isinstance(node, ast.AnnAssign) else None
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                try:
+                    declared[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    return None
+        revision, down = declared.get("revision"), declared.get("down_revision", ())
+        if not isinstance(revision, str):
+            return None
+        revisions.add(revision)
+        parents.update((down,) if isinstance(down, str) else (down or ()))
+    return tuple(sorted(revisions - parents))
 
+
+def current_heads() -> tuple[str, ...]:
+    """The revisions the database is at (empty before the first migration): the rows of
+    Alembic's version table, read without importing Alembic."""
     with db.engine.connect() as connection:
-        return tuple(MigrationContext.configure(connection).get_current_heads())
+        if not sa.inspect(connection).has_table(VERSION_TABLE):
+            return ()
+        return tuple(sorted(row[0] for row in connection.execute(
+            sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE)))))
 
 
 def current_revision() -> str | None:

@@ -24,13 +24,11 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from urllib.parse import quote
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from resource_demo.guard.config import GuardConfigurationError, GuardSettings
-from resource_demo.guard.dpop import PATH_SAFE
 from resource_demo.guard.errors import (
     ApiError,
     GeneralError,
@@ -40,12 +38,11 @@ from resource_demo.guard.errors import log as errors_log
 from resource_demo.guard.jwks import JWKSCache, MetadataError
 from resource_demo.guard.key_fingerprints import KeyFingerprints
 from resource_demo.guard.manifest import manifest, route_entries
+from resource_demo.guard.flask_request import presented
 from resource_demo.guard.principal import (
-    CREDENTIAL_PARAMETERS,
     Authenticator,
     InvalidCredential,
     Principal,
-    PresentedCredentials,
     check_scopes,
 )
 from resource_demo.guard.revocation import FeedFollower, RevocationList
@@ -69,34 +66,6 @@ __all__ = ["ResourceGuard", "current_principal", "register_error_handlers", "pre
 def current_principal() -> Principal | None:
     """The principal of the current request (None outside a protected view)."""
     return g.get("principal")
-
-
-def presented(req=None) -> PresentedCredentials:
-    """The credentials a Flask request carries, for an ``Authenticator``."""
-    req = req or request._get_current_object()  # one proxy look-up, not one per attribute
-    environ = req.environ
-
-    def elsewhere() -> bool:
-        # RFC 6750 §2.2, §2.3: a credential in the query or a form body as well.
-        if environ.get("QUERY_STRING") and any(name in req.args for name in CREDENTIAL_PARAMETERS):
-            return True
-        return req.mimetype == "application/x-www-form-urlencoded" and any(
-            name in req.form for name in CREDENTIAL_PARAMETERS)
-
-    # WSGI servers fold repeated header lines into one comma-joined value (RFC 9110 §5.3),
-    # which read_credential refuses: the environ holds everything there is to see.
-    authorization = environ.get("HTTP_AUTHORIZATION")
-    dpop = environ.get("HTTP_DPOP")  # folded too: a comma in a proof is refused (§4.3 item 1)
-    credentials = [authorization] if authorization is not None else []
-    if dpop is None:  # the request's URI counts only for a proof (RFC 9449 §4.3)
-        return PresentedCredentials(credentials, elsewhere, req.remote_addr,
-                                    environ.get("HTTP_X_FORWARDED_FOR"))
-    return PresentedCredentials(
-        credentials, elsewhere, req.remote_addr, environ.get("HTTP_X_FORWARDED_FOR"),
-        dpop=[dpop], method=req.method, scheme=req.scheme, host=req.host,
-        path=quote(req.root_path + req.path, safe=PATH_SAFE),
-        forwarded_proto=environ.get("HTTP_X_FORWARDED_PROTO"),
-        forwarded_host=environ.get("HTTP_X_FORWARDED_HOST"))
 
 
 def render(exc: ApiError) -> Response:
