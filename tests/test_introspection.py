@@ -7,6 +7,7 @@ import hmac
 import json
 
 import jwt
+import psycopg
 import pytest
 from conftest import basic_auth
 from credential_actions import (
@@ -509,3 +510,27 @@ def test_registered_method_is_enforced(client, oauth_clients, service, mint):
     response = introspect(client, token, None, client_id=basic.client_id,
                           client_secret=basic.secret)
     assert_clean_error(response, 401, "invalid_client")
+
+
+def test_RL1_a_pooled_connection_lost_under_the_revocation_check_is_503_then_recovers(
+        app, backend, client, rs, service, mint):
+    """The revocation check reads through a pooled DBAPI connection of its own: a connection
+    the database dropped answers 503 + Retry-After (SQLAlchemy's OperationalError, as any
+    outage), is not handed out again, and the next request is answered."""
+    if backend != "postgresql":
+        pytest.skip("SQLite connections are in-process: nothing can drop them")
+    token = mint(service)
+    assert introspect(client, token, rs.auth).get_json()["active"] is True  # pooled connection
+    with app.app_context():
+        url = db.engine.url
+    with psycopg.connect(f"host={url.host} port={url.port or 5432} user={url.username} "
+                         f"dbname={url.database}", autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                            "datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+    answers = [introspect(client, token, rs.auth) for _ in range(3)]
+    # Each pooled connection the check meets broken is dropped: 503 until a fresh one serves.
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[-1] == 200 and answers[-1].get_json()["active"] is True, statuses
+    for answer in answers[:-1]:
+        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+        assert answer.get_json()["error"] == "temporarily_unavailable"
