@@ -55,7 +55,8 @@ RATE_LIMIT_SETTINGS = ("TOKEN_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "INTROSPEC
 SERIAL_MODULES = ("test_faults.py", "test_scale_out.py", "test_guard_faults.py",
                   "test_ui_browser.py", "test_ui_a11y.py", "test_operators_browser.py",
                   "test_reach_browser.py", "test_credential_cache.py", "test_dpop_scale_out.py",
-                  "test_guard_install.py", "test_slow_clients.py", "test_guard.py")
+                  "test_guard_install.py", "test_slow_clients.py", "test_guard.py",
+                  "test_worker_balance.py")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -53,3 +54,32 @@ def test_RL1_a_stuck_request_is_answered_503(app, client, backend, oauth_clients
     assert time.monotonic() - started < 3
     assert get_token(client_id, secret).status_code == 200
 
+
+
+class LostConnection:
+    """What psycopg hands the watchdog for a connection the server dropped."""
+
+    @property
+    def pgconn(self):
+        import psycopg
+
+        raise psycopg.OperationalError("the connection is lost")
+
+
+def test_RL1_the_watchdog_outlives_a_connection_that_is_already_lost():
+    """Severing a connection the database already dropped is a no-op, not an exception: it
+    used to end the watchdog thread (seen when backends were terminated under a held
+    connection), and with it every later deadline of the process."""
+    from authserver.storage import watchdog as module
+
+    module._sever(LostConnection())  # returns, raises nothing
+    guard = module.ConnectionWatchdog()
+    before = set(threading.enumerate())
+    guard._ensure_thread()
+    [thread] = [t for t in threading.enumerate() if t not in before and t.name == "db-watchdog"]
+    lost = LostConnection()
+    with guard._lock:  # as on_checkout records a checked-out connection, already overdue
+        guard._deadlines[id(lost)] = (lost, time.monotonic() - 1)
+    time.sleep(module.POLL_SECONDS * 3)
+    assert guard._deadlines == {}  # the overdue entry was handled
+    assert thread.is_alive()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 
 import jwt
 import psycopg
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from authserver.credentials import api_keys
 from authserver.credentials import clients as client_service
 from authserver.credentials.signing_keys import active_signing_key
+from authserver.storage import cache as row_cache
 from authserver.storage.db import db
 from authserver.storage.models import ApiKey
 
@@ -516,21 +518,35 @@ def test_RL1_a_pooled_connection_lost_under_the_revocation_check_is_503_then_rec
         app, backend, client, rs, service, mint):
     """The revocation check reads through a pooled DBAPI connection of its own: a connection
     the database dropped answers 503 + Retry-After (SQLAlchemy's OperationalError, as any
-    outage), is not handed out again, and the next request is answered."""
+    outage), never a 500, is not handed out again, and requests are answered again after."""
     if backend != "postgresql":
         pytest.skip("SQLite connections are in-process: nothing can drop them")
     token = mint(service)
     assert introspect(client, token, rs.auth).get_json()["active"] is True  # pooled connection
     with app.app_context():
         url = db.engine.url
+        pool_size = db.engine.pool.size()
     with psycopg.connect(f"host={url.host} port={url.port or 5432} user={url.username} "
                          f"dbname={url.database}", autocommit=True) as conn:
-        assert conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                            "datname = current_database() AND pid <> pg_backend_pid()").fetchall()
-    answers = [introspect(client, token, rs.auth) for _ in range(3)]
-    # Each pooled connection the check meets broken is dropped: 503 until a fresh one serves.
-    statuses = [answer.status_code for answer in answers]
-    assert statuses[-1] == 200 and answers[-1].get_json()["active"] is True, statuses
-    for answer in answers[:-1]:
-        assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+        # Not the cache listener's: the caller's client stays cached, so the revocation
+        # check is the request's first database read (the path under test).
+        others = ("datname = current_database() AND pid <> pg_backend_pid() "
+                  "AND backend_type = 'client backend' "
+                  f"AND application_name <> '{row_cache.APPLICATION_NAME}'")
+        assert conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            f"WHERE {others}").fetchall()
+        deadline = time.monotonic() + 10
+        while conn.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {others}").fetchone()[0]:
+            assert time.monotonic() < deadline, "terminated backends did not exit"
+            time.sleep(0.05)
+    statuses = []
+    for _ in range(pool_size + 2):  # each broken pooled connection costs one request at most
+        answer = introspect(client, token, rs.auth)
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            assert answer.get_json()["active"] is True
+            break
+        assert answer.status_code == 503, statuses
+        assert int(answer.headers["Retry-After"]) > 0
         assert answer.get_json()["error"] == "temporarily_unavailable"
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses

@@ -108,8 +108,10 @@ def test_totp_enrollment_sign_in_with_a_code_and_a_recovery_code_once(contexts, 
     assert page.locator("#totp-uri").input_value().startswith("otpauth://totp/")
     page.get_by_label("Code shown by your app").fill(code_in(secret))
     page.get_by_role("button", name="Turn on").click()
+    # all_inner_texts() does not wait: first the page that shows the codes.
+    expect(page.locator("[data-recovery-codes] code")).to_have_count(10)
     codes = page.locator("[data-recovery-codes] code").all_inner_texts()
-    assert len(codes) == 10
+    assert len(set(codes)) == 10
     screenshot(page, "recovery-codes")
     page.get_by_role("link", name="I have stored the codes").click()
     expect(page.locator("[data-two-factor]")).to_have_attribute("data-two-factor", "on")

@@ -87,11 +87,13 @@ class ConnectionWatchdog:
 
 
 def _sever(dbapi_connection) -> None:
-    """Shut the connection's socket down under the blocked call (psycopg 3)."""
+    """Shut the connection's socket down under the blocked call (psycopg 3). A connection
+    the driver already knows is lost has no socket left to shut (psycopg raises its
+    OperationalError for ``pgconn.socket``): nothing to do, and the watchdog thread goes on."""
     try:
         fd = dbapi_connection.pgconn.socket
         duplicate = socket.socket(fileno=os.dup(fd))
-    except (AttributeError, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - lost, closed or not a psycopg connection
         return
     try:
         duplicate.shutdown(socket.SHUT_RDWR)
