@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from serverproc import free_port
+from serverproc import child_pids, free_port
 
 
 def postgres_bindir() -> Path | None:
@@ -94,17 +94,7 @@ class PrivateCluster:
     def pids(self) -> list[int]:
         """The postmaster and every process it forked (backends, background workers)."""
         root = self.postmaster_pid()
-        found = [root]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                # Field 4 of /proc/PID/stat, after the parenthesised command name.
-                if int(stat.rsplit(")", 1)[1].split()[1]) == root:
-                    found.append(int(entry.name))
-        return found
+        return [root, *child_pids(root)]
 
     def freeze(self) -> None:
         """SIGSTOP the postmaster and its children: a hung database that still holds its port."""

@@ -38,6 +38,21 @@ class PostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: field 4 of /proc/PID/stat, after
+    the parenthesised command name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def authserver(env: dict, *args: str, check: bool = True,
                input_text: str | None = None) -> subprocess.CompletedProcess:
     """Run one ``authserver`` CLI command to completion."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serverproc import ServerProcess, authserver, server_env
+from serverproc import ServerProcess, authserver, child_pids, server_env
 
 CONNECTIONS = 32
 #: Each worker's share of them, at least: the kernel hashes each connection to one worker's
@@ -53,23 +53,10 @@ def wait_until_every_worker_serves(process: ServerProcess, timeout: float = 30.0
             connection.request("GET", "/healthz")
             connection.getresponse().read()
             inodes = established(process.port)
-            seen.update(pid for pid in children(process.process.pid) if held(pid, inodes))
+            seen.update(pid for pid in child_pids(process.process.pid) if held(pid, inodes))
         finally:
             connection.close()
         time.sleep(0.05)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def established(port: int) -> set[str]:
@@ -97,7 +84,7 @@ def held(pid: int, inodes: set[str]) -> int:
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_connections_opened_together_are_spread_over_the_workers(server, attempt):
-    workers = children(server.process.pid)
+    workers = child_pids(server.process.pid)
     assert len(workers) == WORKERS
     connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
                    for _ in range(CONNECTIONS)]
