@@ -59,9 +59,7 @@ def scripts(tmp_path, monkeypatch):
     """An empty migrations folder in place of ours (declared_heads reads ``versions/``)."""
     (tmp_path / "versions").mkdir()
     monkeypatch.setattr(storage, "MIGRATIONS_DIR", tmp_path)
-    declared_heads.cache_clear()
-    yield tmp_path / "versions"
-    declared_heads.cache_clear()
+    return tmp_path / "versions"
 
 
 def test_declared_heads_follow_merges_and_annotations(scripts):
@@ -69,7 +67,6 @@ def test_declared_heads_follow_merges_and_annotations(scripts):
     write_script(scripts, "b", "revision: str = 'b'\ndown_revision: str | None = 'a'\n")
     write_script(scripts, "c", "revision = 'c'\ndown_revision = 'a'\n")
     assert declared_heads() == ("b", "c")  # two branches
-    declared_heads.cache_clear()
     write_script(scripts, "d", "revision = 'd'\ndown_revision = ('b', 'c')\n")
     assert declared_heads() == ("d",)  # merged
 

@@ -259,11 +259,11 @@ def head_revisions() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-@functools.lru_cache(maxsize=1)
 def declared_heads() -> tuple[str, ...] | None:
     """Heads of the revision graph the scripts in ``migrations/versions`` declare as literals
     (``revision = "0007"``, ``down_revision = "0006"`` or a tuple of parents), or None when
-    a script does not declare its revision that way."""
+    a script does not declare its revision that way. (Read once per process: readiness keeps
+    the answer.)"""
     revisions, parents = set(), set()
     for script in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
         declared = {}
@@ -294,11 +294,12 @@ def current_heads() -> tuple[str, ...]:
 
 
 def current_revision() -> str | None:
-    """The revision the database is at, or None before the first migration."""
-    from alembic.runtime.migration import MigrationContext
-
-    with db.engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The revision the database is at, or None before the first migration (one of
+    ``current_heads``; several heads are an error, as Alembic has it)."""
+    heads = current_heads()
+    if len(heads) > 1:
+        raise RuntimeError(f"the database is at several heads: {', '.join(heads)}")
+    return heads[0] if heads else None
 
 
 def paginate(query: sa.Select, *order_by, page: int, size: int) -> tuple[list, int]:
