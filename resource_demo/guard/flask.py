@@ -248,13 +248,14 @@ class ResourceGuard:
         def decorator(view: Callable) -> Callable:
             @functools.wraps(view)
             def wrapper(*args, **kwargs):
+                state = self._state()  # one look-up of the app's guard per request
                 # Authenticate first: a bad credential is 401 whatever its kind.
-                principal = self.authenticate()
-                check_scopes(principal, accepted, realm=self._state().settings.realm,
+                principal = self._authenticate(state)
+                check_scopes(principal, accepted, realm=state.settings.realm,
                              allow_api_keys=allow_api_keys)
                 g.principal = principal
                 answer = view(*args, **kwargs)
-                checker = self._state().authenticator.dpop
+                checker = state.authenticator.dpop
                 if principal.dpop_jkt is None or checker is None or checker.nonces is None:
                     return answer
                 # RFC 9449 §8.2, §9: the nonce to use next rides on the answer.
@@ -276,7 +277,10 @@ class ResourceGuard:
 
     def authenticate(self) -> Principal:
         """Turn the request's credential into a principal, or raise 400/401/503."""
-        state = self._state()
+        return self._authenticate(self._state())
+
+    @staticmethod
+    def _authenticate(state: _FlaskGuardState) -> Principal:
         state.follow_key_fingerprints()
         return state.authenticator.authenticate(presented())
 

@@ -24,6 +24,10 @@ def presented(req=None) -> PresentedCredentials:
         # RFC 6750 §2.2, §2.3: a credential in the query or a form body as well.
         if environ.get("QUERY_STRING") and any(name in req.args for name in CREDENTIAL_PARAMETERS):
             return True
+        # A body that is not a form cannot carry one: decided from the raw header before
+        # Werkzeug parses it (the common case: JSON bodies).
+        if "x-www-form-urlencoded" not in environ.get("CONTENT_TYPE", "").lower():
+            return False
         return req.mimetype == "application/x-www-form-urlencoded" and any(
             name in req.form for name in CREDENTIAL_PARAMETERS)
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from resource_demo.guard.addresses import address_allowed, client_address, forwarded_origin
@@ -96,6 +97,13 @@ def scopes_of(value: object) -> frozenset[str]:
     """Scopes of a credential: a space-separated string, or nothing (SC07, SC08, SC09)."""
     if not isinstance(value, str):
         return frozenset()
+    return _scope_set(value)
+
+
+@lru_cache(maxsize=512)
+def _scope_set(value: str) -> frozenset[str]:
+    """``scopes_of`` a string, parsed once: a credential presents the same string on each of
+    its requests, and a few distinct strings cover most callers (the result is immutable)."""
     try:
         return frozenset(parse_scope(value))
     except ScopeError:

@@ -170,7 +170,8 @@ class FeedFollower:
                     self._thread = threading.Thread(target=self._run, name="revocation-feed",
                                                     daemon=True)
                     self._thread.start()
-        self._first_attempt.wait(self.first_poll_wait)
+        if not self._first_attempt.is_set():  # after the first poll: no lock, no wait
+            self._first_attempt.wait(self.first_poll_wait)
 
     def check(self, jti: str) -> bool:
         """The guard's revocation source: start following if needed, then ask the list."""
