@@ -287,12 +287,16 @@ def create_guarded_app(config: dict, framework: str = "flask"):
     return app
 
 
-def create_guarded_asgi_app(config: dict):
-    """``create_guarded_app`` on FastAPI with the ASGI guard (dependencies via ``Security``)."""
+def create_guarded_asgi_app(config: dict, *, guard_knows_app: bool = True):
+    """``create_guarded_app`` on FastAPI with the ASGI guard (dependencies via ``Security``).
+
+    ``guard_knows_app=False``: the guard is made without the app (``ResourceGuard(None, ...)``),
+    so its dependencies declare the security schemes themselves (only the OpenAPI document
+    is compared: such a guard renders no errors in the app)."""
     from resource_demo.guard.asgi import ResourceGuard as AsgiGuard
 
     app = FastAPI()
-    guard = AsgiGuard(app, config)
+    guard = AsgiGuard(app if guard_knows_app else None, config)
     app.guard_state = guard
 
     def answer(who):

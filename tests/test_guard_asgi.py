@@ -11,6 +11,7 @@ import requests
 from guard_support import (  # noqa: F401  (fixtures)
     auth_server,
     create_guarded_app,
+    create_guarded_asgi_app,
     credentials,
     guard_config,
     running,
@@ -35,6 +36,32 @@ def test_openapi_lists_the_schemes_and_each_routes_scopes(auth_server, credentia
     # JWTs only: no App key alternative.
     assert paths["/keys"]["get"]["security"] == [
         {"OAuth2ClientCredentials": ["account-management:manage"]}]
+
+
+def test_the_document_is_the_same_when_the_guard_declares_the_schemes(auth_server, credentials):
+    """A guard given the app completes its OpenAPI document, and its dependencies carry no
+    security sub-dependencies for FastAPI to resolve on each request; a guard made without
+    the app declares them in each dependency. Both give the same document."""
+    from fastapi.security.base import SecurityBase
+
+    config = guard_config(auth_server, credentials)
+    completed = create_guarded_asgi_app(config)
+    declared = create_guarded_asgi_app(config, guard_knows_app=False)
+    assert completed.openapi() == declared.openapi()
+    assert completed.openapi() is completed.openapi()  # built once, as FastAPI caches it
+
+    def schemes_resolved(app) -> set[str]:
+        found, stack = set(), [route.dependant for route in app.routes
+                               if getattr(route, "dependant", None) is not None]
+        while stack:
+            dependant = stack.pop()
+            if isinstance(dependant.call, SecurityBase):
+                found.add(dependant.call.scheme_name)
+            stack.extend(dependant.dependencies)
+        return found
+
+    assert schemes_resolved(completed) == set()
+    assert schemes_resolved(declared) == {"OAuth2ClientCredentials", "AppKey"}
 
 
 class SlowIntrospection:

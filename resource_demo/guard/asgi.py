@@ -181,6 +181,8 @@ class ResourceGuard:
         # Scopes an operator added at the server (see docs/guard.md): declare routes after this.
         self.catalogue = self.catalogue.extended((self.server._metadata or {}).get("scopes_supported"))
         self._scheme = None
+        # FastAPI apps whose OpenAPI document this guard completes (see _declare_in_document).
+        self._documented_apps: list[Any] = []
         if app is not None:
             self.init_app(app)
 
@@ -191,6 +193,60 @@ class ResourceGuard:
         router = getattr(app, "router", None)
         if router is not None and hasattr(router, "lifespan_context"):
             router.lifespan_context = self._closing(router.lifespan_context)
+        if callable(getattr(app, "openapi", None)) and hasattr(app, "openapi_schema"):
+            self._declare_in_document(app)
+
+    def _declare_in_document(self, app: Any) -> None:
+        """Put the security schemes into ``app``'s OpenAPI document when FastAPI builds it.
+
+        The alternative, the schemes as sub-dependencies of each guard dependency, makes
+        FastAPI resolve two more dependencies on every request (about half of what the guard
+        costs a FastAPI request). Declared here instead, routes made after this carry none:
+        the document lists the same schemes and per-operation requirements either way.
+        """
+        build = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is not None:  # FastAPI's cache: completed already
+                return app.openapi_schema
+            document = build()
+            self._add_security(app, document)
+            return document
+
+        app.openapi = openapi
+        self._documented_apps.append(app)
+
+    def _add_security(self, app: Any, document: dict[str, Any]) -> None:
+        """Each operation of a route guarded by a dependency of this guard gets its
+        requirements (the route's scopes; the App key where keys count); the document's
+        components get the schemes used."""
+        from fastapi.encoders import jsonable_encoder
+
+        paths, used = document.get("paths", {}), set()
+        for route in getattr(app, "routes", ()):
+            marks = [mark for mark in self._marks(route)
+                     if getattr(mark, "schemes_in_document", False)]
+            operations = paths.get(getattr(route, "path_format", None), {})
+            for method in sorted(getattr(route, "methods", None) or ()) if marks else ():
+                operation = operations.get(method.lower())
+                if operation is None:  # include_in_schema=False
+                    continue
+                security = operation.setdefault("security", [])
+                for mark in marks:
+                    requirements = [{"OAuth2ClientCredentials": sorted(mark.accepted_scopes)}]
+                    if mark.accepts_api_keys:
+                        requirements.append({"AppKey": []})
+                    for requirement in requirements:
+                        if requirement not in security:
+                            security.append(requirement)
+                        used.update(requirement)
+        if not used:
+            return
+        schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        for scheme in self._scheme or ():
+            name = scheme.scheme_name
+            if name in used and name not in schemes:
+                schemes[name] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
 
     def _closing(self, lifespan: Callable) -> Callable:
         @asynccontextmanager
@@ -335,15 +391,20 @@ class ResourceGuard:
             return principal
 
         # FastAPI resolves every parameter on every request: keep only those this guard uses
-        # (the answer's headers only for DPoP nonces; the App scheme only when keys count).
+        # (the answer's headers only for DPoP nonces; the App scheme only when keys count; no
+        # scheme at all when the app's document gets them from the guard, _declare_in_document).
         unused = set() if self._sends_nonces() else {"response"}
-        if not allow_api_keys:  # no App scheme in the signature (nor in the OpenAPI)
+        in_document = bool(self._documented_apps)
+        if in_document:
+            unused |= {"_token", "_key"}
+        elif not allow_api_keys:  # no App scheme in the signature (nor in the OpenAPI)
             unused.add("_key")
         signature = inspect.signature(guard_dependency)
         guard_dependency.__signature__ = signature.replace(
             parameters=[p for p in signature.parameters.values() if p.name not in unused])
         guard_dependency.accepted_scopes = accepted
         guard_dependency.accepts_api_keys = allow_api_keys
+        guard_dependency.schemes_in_document = in_document
         guard_dependency.guard = self
         return guard_dependency
 
