@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
+from functools import lru_cache
 
 PREFIX = "asak_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -25,7 +26,10 @@ def _base62(number: int, length: int) -> str:
     return "".join(reversed(digits))
 
 
+@lru_cache(maxsize=4096)
 def _checksum(random_part: str) -> str:
+    """The checksum of a random part (remembered: a key is checked on each of its requests,
+    by the guard and by the server's introspection; the value is no secret)."""
     return _base62(zlib.crc32(random_part.encode()), CHECKSUM_LENGTH)
 
 

@@ -61,6 +61,8 @@ from resource_demo.guard.verifier import AccessTokenVerifier
 
 log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
+#: The request headers ``presented`` reads on every request (the DPoP path reads more).
+_READ_HEADERS = frozenset({b"authorization", b"dpop", b"x-forwarded-for", b"content-type"})
 
 __all__ = ["ResourceGuard", "Principal", "GuardConfigurationError", "render", "presented",
            "current_principal"]
@@ -85,8 +87,15 @@ async def presented(request: Request) -> PresentedCredentials:
     objects): this runs on every guarded request. The request's URI is read only when a DPoP
     proof comes with it (RFC 9449 §4.3: the proof names it).
     """
-    scope, headers = request.scope, request.headers
-    authorization = headers.getlist("authorization")
+    scope = request.scope
+    # One pass over the raw header list (ASGI servers give the names in lower case), not one
+    # per header read through Starlette's Headers.
+    found: dict[bytes, list[str]] = {}
+    for name, value in scope.get("headers", ()):
+        if name in _READ_HEADERS:
+            found.setdefault(name, []).append(value.decode("latin-1"))
+    authorization = found.get(b"authorization", [])
+    forwarded_for = found[b"x-forwarded-for"][0] if b"x-forwarded-for" in found else None
     elsewhere = False
     if authorization:
         # RFC 6750 §2.2, §2.3: a credential in the query or a form body as well.
@@ -95,7 +104,7 @@ async def presented(request: Request) -> PresentedCredentials:
             names = {name for name, _ in parse_qsl(query.decode("latin-1"),
                                                    keep_blank_values=True)}
             elsewhere = any(name in names for name in CREDENTIAL_PARAMETERS)
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = found.get(b"content-type", [""])[0].split(";")[0].strip().lower()
         if not elsewhere and content_type == FORM:
             # Read once and cached on the request (the endpoint can still read it); parsed here
             # so the guard needs no multipart library.
@@ -104,13 +113,13 @@ async def presented(request: Request) -> PresentedCredentials:
             elsewhere = any(name in names for name in CREDENTIAL_PARAMETERS)
     client = scope.get("client")
     peer = client[0] if client else None
-    dpop = headers.getlist("dpop")
+    dpop = found.get(b"dpop")
     if not dpop:
-        return PresentedCredentials(authorization, lambda: elsewhere, peer,
-                                    headers.get("x-forwarded-for"))
+        return PresentedCredentials(authorization, lambda: elsewhere, peer, forwarded_for)
+    headers = request.headers
     path = scope.get("root_path", "") + scope.get("path", "/")
     return PresentedCredentials(
-        authorization, lambda: elsewhere, peer, headers.get("x-forwarded-for"), dpop=dpop,
+        authorization, lambda: elsewhere, peer, forwarded_for, dpop=dpop,
         method=request.method, scheme=scope.get("scheme", "http"),
         host=headers.get("host") or request.url.netloc,
         path=quote(path, safe=PATH_SAFE),
