@@ -5,7 +5,7 @@
 Starts on 127.0.0.1 an authorization server (``authserver init``, SQLite, RS256) with a caller
 client, the guard's ``tokens:introspect`` client and an API key; then four servers of
 ``bench/guard_apps.py``: Flask under gunicorn (two sync workers, as ``resource-demo serve``) and
-FastAPI under uvicorn (two workers), each with and without the guard. Measures per framework
+FastAPI under uvicorn (two workers, each on its own socket), each with and without the guard. Measures per framework
 ``POST /sms/3/messages`` unguarded, with a Bearer JWT and with an App key (its introspection
 answer cached, as in steady state), in interleaved rounds, and prints req/s, p50, p99, CPU per
 request and the ratios guarded / unguarded (goal: CPU per request of the unguarded endpoint
@@ -54,10 +54,11 @@ def start_app(framework: str, guarded: bool, env: dict, log_dir: Path) -> Server
         command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"{HOST}:{port}",
                    f"bench.guard_apps:flask_app(guarded={guarded})"]
     else:
+        # Two uvicorn workers, each on its own SO_REUSEPORT socket (bench/uvicorn_workers.py):
+        # with uvicorn's --workers one worker could take all 16 connections.
         factory = "fastapi_app" if guarded else "fastapi_unguarded"
-        command = [sys.executable, "-m", "uvicorn", f"bench.guard_apps:{factory}", "--factory",
-                   "--workers", "2", "--host", HOST, "--port", str(port), "--no-proxy-headers",
-                   "--no-access-log", "--log-level", "warning"]
+        command = [sys.executable, "-m", "bench.uvicorn_workers", f"bench.guard_apps:{factory}",
+                   "--workers", "2", "--host", HOST, "--port", str(port)]
     env = dict(env, PYTHONPATH=str(ROOT))
     return Server(label, command, env, port, log_dir, "/healthz")
 
