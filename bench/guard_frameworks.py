@@ -144,7 +144,7 @@ def summary(run: dict) -> tuple[list[dict], list[str]]:
                                                      s["cpu_us_per_request"]
                                                      for s, b in zip(own, base))
                 # Judged by CPU, as bench/run.py judges: req/s swings with the machine's
-                # other load and with how uvicorn's workers share the connections.
+                # other load.
                 met = "met" if row["cpu_ratio"] >= GOAL else "NOT met"
                 lines.append(f"{name}: CPU {row['cpu_ratio']:.2f} of {framework}.unguarded "
                              f"(req/s {row['ratio']:.2f}); goal >= {GOAL}: {met}")
