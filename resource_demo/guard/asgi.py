@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
 #: The request headers ``presented`` reads on every request (the DPoP path reads more).
 _READ_HEADERS = frozenset({b"authorization", b"dpop", b"x-forwarded-for", b"content-type"})
+#: The OpenAPI security schemes the guard declares (``_security_schemes``).
+OAUTH2_SCHEME, APP_KEY_SCHEME = "OAuth2ClientCredentials", "AppKey"
 
 __all__ = ["ResourceGuard", "Principal", "GuardConfigurationError", "render", "presented",
            "current_principal"]
@@ -190,8 +192,9 @@ class ResourceGuard:
         # Scopes an operator added at the server (see docs/guard.md): declare routes after this.
         self.catalogue = self.catalogue.extended((self.server._metadata or {}).get("scopes_supported"))
         self._scheme = None
-        # FastAPI apps whose OpenAPI document this guard completes (see _declare_in_document).
-        self._documented_apps: list[Any] = []
+        # True once a FastAPI app's OpenAPI document gets the schemes from this guard
+        # (_declare_in_document): dependencies made after that declare none themselves.
+        self._completes_documents = False
         if app is not None:
             self.init_app(app)
 
@@ -223,7 +226,7 @@ class ResourceGuard:
             return document
 
         app.openapi = openapi
-        self._documented_apps.append(app)
+        self._completes_documents = True
 
     def _add_security(self, app: Any, document: dict[str, Any]) -> None:
         """Each operation of a route guarded by a dependency of this guard gets its
@@ -235,16 +238,18 @@ class ResourceGuard:
         for route in getattr(app, "routes", ()):
             marks = [mark for mark in self._marks(route)
                      if getattr(mark, "schemes_in_document", False)]
+            if not marks:
+                continue
             operations = paths.get(getattr(route, "path_format", None), {})
-            for method in sorted(getattr(route, "methods", None) or ()) if marks else ():
+            for method in sorted(getattr(route, "methods", None) or ()):  # none on websockets
                 operation = operations.get(method.lower())
                 if operation is None:  # include_in_schema=False
                     continue
                 security = operation.setdefault("security", [])
                 for mark in marks:
-                    requirements = [{"OAuth2ClientCredentials": sorted(mark.accepted_scopes)}]
+                    requirements = [{OAUTH2_SCHEME: sorted(mark.accepted_scopes)}]
                     if mark.accepts_api_keys:
-                        requirements.append({"AppKey": []})
+                        requirements.append({APP_KEY_SCHEME: []})
                     for requirement in requirements:
                         if requirement not in security:
                             security.append(requirement)
@@ -403,7 +408,7 @@ class ResourceGuard:
         # (the answer's headers only for DPoP nonces; the App scheme only when keys count; no
         # scheme at all when the app's document gets them from the guard, _declare_in_document).
         unused = set() if self._sends_nonces() else {"response"}
-        in_document = bool(self._documented_apps)
+        in_document = self._completes_documents
         if in_document:
             unused |= {"_token", "_key"}
         elif not allow_api_keys:  # no App scheme in the signature (nor in the OpenAPI)
@@ -443,9 +448,9 @@ class ResourceGuard:
             token_url = metadata.get("token_endpoint") or self.settings.issuer.rstrip("/") + "/oauth2/token"
             flows = OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl=token_url, scopes={}))
             self._scheme = (
-                DeclaredOAuth2(flows=flows, scheme_name="OAuth2ClientCredentials", auto_error=False,
+                DeclaredOAuth2(flows=flows, scheme_name=OAUTH2_SCHEME, auto_error=False,
                        description="Bearer access token (RFC 9068 JWT) from the authorization server"),
-                DeclaredAppKey(name="Authorization", scheme_name="AppKey", auto_error=False,
+                DeclaredAppKey(name="Authorization", scheme_name=APP_KEY_SCHEME, auto_error=False,
                              description="Authorization: App <api key>"),
             )
         oauth2 = self._scheme[0]
