@@ -31,7 +31,7 @@ class RotationLoad:
         self.client = client
         self.lock = threading.Lock()
         self.first_success: float | None = None
-        self.refused: list[tuple[int, str]] = []
+        self.refused: list[tuple[int, str, float]] = []  # status, kid, s after first 200
         self.statuses: Counter = Counter()
         self.kids: Counter = Counter()
         self.oldest: dict[int, str] = {}
@@ -51,8 +51,10 @@ class RotationLoad:
             with self.lock:
                 self.statuses[answer.status_code] += 1
                 if answer.status_code != 200:
+                    since = time.monotonic() - (self.first_success or time.monotonic())
                     self.refused.append((answer.status_code,
-                                         jwt.get_unverified_header(presented)["kid"]))
+                                         jwt.get_unverified_header(presented)["kid"],
+                                         round(since, 2)))
                 elif self.first_success is None:
                     self.first_success = time.monotonic()
         with self.lock:

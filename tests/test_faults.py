@@ -310,11 +310,12 @@ def run_rotations(deployment: Deployment, port: int, offsets: list[float], tail:
 
 
 def test_RL2_JW03_back_to_back_rotations_on_two_servers_refuse_no_valid_token(
-        cluster, tmp_path, request):
+        cluster, tmp_path, request, caplog):
     """An operator rotates three times, two seconds apart, while four threads mint tokens at
     two server processes and present each new token and an old one to the guard. With
     SIGNING_KEY_PUBLISH_DELAY one second above the guard's refetch cooldown (10 s), no valid
     token is refused, and all four keys sign in turn."""
+    caplog.set_level(logging.INFO, logger="resource_demo.guard")
     delay = GUARD_REFETCH_COOLDOWN + 1
     port = free_port()
     deployment = Deployment(cluster, tmp_path, f"http://127.0.0.1:{port}",
@@ -332,7 +333,9 @@ def test_RL2_JW03_back_to_back_rotations_on_two_servers_refuse_no_valid_token(
                      f"{len(work.refused)} refused; tokens per key in turn "
                      f"{[work.kids[kid] for kid in work.kids]}")
     assert errors == []
-    assert work.refused == []
+    reasons = [record.getMessage() for record in caplog.records
+               if record.name.startswith("resource_demo.guard") and record.levelno >= logging.INFO]
+    assert work.refused == [], (rotated, reasons)
     assert set(rotated) <= set(work.kids), "a rotated-to key never signed a token"
     assert len(work.kids) == 4
 

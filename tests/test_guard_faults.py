@@ -6,6 +6,7 @@ own, since it stops or changes it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -230,14 +231,18 @@ def test_RL4_jwt_clock_skew(framework, live_server, credentials):
     assert seen == dict(JWT_SKEWS)
 
 
-def test_RL4_api_key_clock_skew(framework, live_server, credentials):
+def test_RL4_api_key_clock_skew(framework, live_server, credentials, caplog):
+    caplog.set_level(logging.INFO, logger="resource_demo.guard")
     clock = SkewedClock()
     app = create_guarded_app(framework=framework,
                              config=guard_config(live_server, credentials, GUARD_CLOCK=clock))
     key = credentials.api_key("sms:manage", valid_to=soon(60))
     with running(app) as url:
-        seen = {}
+        seen, bodies = {}, {}
         for offset, _ in KEY_SKEWS:
             clock.offset = offset
-            seen[offset] = call(url, key, "App").status_code
-    assert seen == dict(KEY_SKEWS)
+            answer = call(url, key, "App")
+            seen[offset], bodies[offset] = answer.status_code, answer.text
+    reasons = [record.getMessage() for record in caplog.records
+               if record.name.startswith("resource_demo.guard")]
+    assert seen == dict(KEY_SKEWS), (bodies, reasons)
