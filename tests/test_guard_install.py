@@ -56,14 +56,21 @@ def make_venv(tmp: Path, requirement: str, *extra: str) -> Path:
     shutil.copytree(ROOT / "resource_demo" / "guard", source,
                     ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # Without pip of its own (bootstrapping it costs more than the install): this process's
+    # pip installs into the venv (--python), which then holds the guard and its needs only.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELHOUSE),
            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CONFIG_FILE": os.devnull}
     # What a resource-server team types, from a checkout: pip install './resource_demo/guard[flask]'
-    subprocess.run([str(python), "-m", "pip", "install", "-q", f"{source}[{requirement}]", *extra],
+    subprocess.run([*pip(python), "install", "-q", f"{source}[{requirement}]", *extra],
                    check=True, env=env, cwd=tmp, timeout=600)
     return python
+
+
+def pip(python: Path) -> list[str]:
+    """The command line of pip acting on the environment of ``python``."""
+    return [sys.executable, "-m", "pip", "--python", str(python)]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +89,7 @@ def light_venv(tmp_path_factory):
 
 
 def installed(python: Path) -> set[str]:
-    out = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], check=True,
+    out = subprocess.run([*pip(python), "list", "--format=freeze"], check=True,
                          capture_output=True, text=True).stdout
     return {line.split("==")[0].lower().replace("_", "-") for line in out.splitlines() if line}
 
