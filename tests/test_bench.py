@@ -81,3 +81,31 @@ def test_ceiling_is_served_by_the_function_authserver_serve_uses():
 
     assert ceiling.run.__module__ == "authserver.web.serving"
     assert "run(" in inspect.getsource(cli.serve_command.callback)
+
+
+def test_guard_ratio_is_against_the_unguarded_endpoint_sent_the_same_bytes():
+    """bench/guard_frameworks.py: a guarded case's ratio uses the unguarded endpoint given the
+    same credential header, round by round; the headerless ratio is reported beside it."""
+    from bench import guard_frameworks
+
+    def sample(cpu: float, rps: float = 1000.0) -> dict:
+        return {"rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "cpu_us_per_request": cpu, "non2xx": 0}
+
+    samples = {}
+    for framework in guard_frameworks.FRAMEWORKS:
+        samples.update({
+            f"{framework}.unguarded": [sample(200), sample(400)],
+            f"{framework}.unguarded+jwt": [sample(300), sample(300)],
+            f"{framework}.jwt": [sample(400), sample(600)],
+            f"{framework}.unguarded+apikey": [sample(250), sample(500)],
+            f"{framework}.apikey": [sample(500), sample(500)],
+        })
+    rows, lines = guard_frameworks.summary({"samples": samples})
+    by_case = {row["case"]: row for row in rows}
+    # Same round against same round: 300/400 and 300/600 -> median 0.625.
+    assert by_case["flask.jwt"]["cpu_ratio"] == pytest.approx(0.625)
+    assert by_case["flask.jwt"]["cpu_ratio_headerless"] == pytest.approx(0.5833, abs=1e-3)
+    assert by_case["fastapi.apikey"]["cpu_ratio"] == pytest.approx(0.75)
+    assert "ratio" not in by_case["flask.unguarded+jwt"]
+    assert [row["case"] for row in rows][:5] == [f"flask.{kind}" for kind in guard_frameworks.ORDER]
+    assert len(lines) == 4 and all("NOT met" in line for line in lines)
