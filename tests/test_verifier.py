@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -604,3 +605,31 @@ def test_verified_token_cache_never_accepts_a_tampered_copy(verifier, keys):
     head, payload, signature = token.split(".")
     with pytest.raises(InvalidToken):
         verifier.verify(f"{head}.{payload}.{signature[:-4]}AAAA")
+
+
+@pytest.mark.parametrize("moved, reason", [
+    (300 + 30, "token expired"),  # past exp + leeway after it was first accepted
+    (-31, "token issued in the future (iat)"),  # a clock set back: iat ahead beyond leeway
+])
+def test_a_remembered_token_has_its_times_checked_again(moved, reason, verifier, keys, wall_clock):
+    """A token verified before skips only the signature: its time claims meet this clock on
+    every call, and once refused it is forgotten (the next call refuses it too)."""
+    claims = make_claims(nbf=MISSING)
+    token = keys["ec"].mint(claims)
+    assert verifier.verify(token) == claims
+    assert verifier.verify(token) == claims  # from memory
+    wall_clock.now = NOW + moved
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match=re.escape(reason)):
+            verifier.verify(token)
+    wall_clock.now = NOW
+    assert verifier.verify(token) == claims  # verified afresh
+
+
+def test_a_remembered_token_not_yet_valid_is_refused(verifier, keys, wall_clock):
+    """nbf is checked again too: a token first seen inside the leeway, then a clock set back."""
+    token = keys["ec"].mint(make_claims(nbf=NOW + 20))
+    assert verifier.verify(token)["nbf"] == NOW + 20
+    wall_clock.now = NOW - 11
+    with pytest.raises(InvalidToken, match=re.escape("token not yet valid (nbf)")):
+        verifier.verify(token)

@@ -15,6 +15,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -97,6 +98,17 @@ class _StrictPyJWT(jwt.PyJWT):
         return payload
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A verified token as remembered: its key, its claims and its time claims."""
+
+    kid: str
+    claims: dict[str, Any]
+    expires_at: float
+    not_before: float | None
+    issued_at: float
+
+
 class AccessTokenVerifier:
     """Validates RFC 9068 access tokens from one issuer for this resource server's audiences.
 
@@ -135,8 +147,8 @@ class AccessTokenVerifier:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         self._jwt = _StrictPyJWT()
-        # token -> (kid, claims) of tokens whose signature verified
-        self._verified: LRUCache[str, tuple[str, dict[str, Any]]] = LRUCache(verified_cache_size)
+        # token -> what a later request needs of a token whose signature and claims verified
+        self._verified: LRUCache[str, _Verified] = LRUCache(verified_cache_size)
         self._options = dict(_PYJWT_OPTIONS, verify_aud=self.audiences is not None)
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -144,24 +156,26 @@ class AccessTokenVerifier:
 
         ``KeysUnavailable`` passes through: the issuer's keys cannot be had, which is not the token's fault.
         A token verified before is not decoded again: its key must still be in the JWKS (so a key
-        removed from the set stops its tokens, JW05) and its claims pass every claim check again
-        on this clock (expiry included); only the signature check is skipped.
+        removed from the set stops its tokens, JW05) and its time claims are checked again on
+        this clock (expiry included). The other claims were checked when it was first verified
+        and are part of the signed token, so they cannot have changed since.
         """
         cached = self._verified.get(token)
         if cached is not None:
-            kid, claims = cached
             try:
-                self.keys.get_key(kid)
-                self.validate_claims(claims)
+                self.keys.get_key(cached.kid)
+                self._check_times(cached.expires_at, cached.not_before, cached.issued_at)
             except UnknownKey as exc:
                 self._verified.pop(token)
                 raise InvalidToken(str(exc)) from exc
             except InvalidToken:
                 self._verified.pop(token)
                 raise
-            return claims
+            return cached.claims
         claims, kid = self._verify_signed(token)
-        self._verified.put(token, (kid, claims))
+        nbf = _numeric_date(claims, "nbf") if "nbf" in claims else None
+        self._verified.put(token, _Verified(kid, claims, _numeric_date(claims, "exp"), nbf,
+                                            _numeric_date(claims, "iat")))
         return claims
 
     def _verify_signed(self, token: str) -> tuple[dict[str, Any], str]:
@@ -192,7 +206,7 @@ class AccessTokenVerifier:
     def kid_of(self, token: str) -> str:
         """The ``kid`` a token names (from the verified cache, else its checked header)."""
         cached = self._verified.get(token)
-        return cached[0] if cached is not None else self.validate_header(token)["kid"]
+        return cached.kid if cached is not None else self.validate_header(token)["kid"]
 
     def validate_header(self, token: str) -> dict[str, Any]:
         """Check size, shape and the JOSE header (``typ``, ``alg``, ``kid``, ``crit``); return the header."""
@@ -239,16 +253,9 @@ class AccessTokenVerifier:
             raise InvalidToken("aud is not a string or array of strings")
         if self.audiences is not None and not any(a in self.audiences for a in aud_values):
             raise InvalidToken("aud does not name this resource server")
-        now = self._clock()
-        # RFC 9068 §4: the current time MUST be before exp (with our leeway, 30 s by policy).
-        if now >= _numeric_date(claims, "exp") + self.leeway:
-            raise InvalidToken("token expired")
-        # RFC 7519 §4.1.5: not before nbf.
-        if "nbf" in claims and _numeric_date(claims, "nbf") > now + self.leeway:
-            raise InvalidToken("token not yet valid (nbf)")
-        # threat model RS06 (policy): iat in the future beyond leeway is refused.
-        if _numeric_date(claims, "iat") > now + self.leeway:
-            raise InvalidToken("token issued in the future (iat)")
+        self._check_times(_numeric_date(claims, "exp"),
+                          _numeric_date(claims, "nbf") if "nbf" in claims else None,
+                          _numeric_date(claims, "iat"))
         # RFC 9068 §2.2: sub, client_id and jti are strings.
         for name in ("sub", "client_id", "jti"):
             if not isinstance(claims.get(name), str) or not claims[name]:
@@ -256,6 +263,19 @@ class AccessTokenVerifier:
         # RFC 9068 §2.2.3 / threat model policy: scope is a space-delimited string; anything else is refused.
         if "scope" in claims and not isinstance(claims["scope"], str):
             raise InvalidToken("scope is not a string")
+
+    def _check_times(self, exp: float, nbf: float | None, iat: float) -> None:
+        """The time claims against this verifier's clock, with its leeway."""
+        now = self._clock()
+        # RFC 9068 §4: the current time MUST be before exp (with our leeway, 30 s by policy).
+        if now >= exp + self.leeway:
+            raise InvalidToken("token expired")
+        # RFC 7519 §4.1.5: not before nbf.
+        if nbf is not None and nbf > now + self.leeway:
+            raise InvalidToken("token not yet valid (nbf)")
+        # threat model RS06 (policy): iat in the future beyond leeway is refused.
+        if iat > now + self.leeway:
+            raise InvalidToken("token issued in the future (iat)")
 
     def _decode_header(self, segment: str) -> dict[str, Any]:
         if len(segment) % 4 == 1:
