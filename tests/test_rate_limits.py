@@ -159,3 +159,37 @@ def test_one_redis_round_trip_per_request(client, oauth_clients, redis_round_tri
         redis_round_trips.clear()
         assert request().status_code == status
         assert len(redis_round_trips) == 1
+
+
+@pytest.mark.parametrize("app_config", ["redis"], indirect=True)
+def test_counting_goes_on_right_after_redis_forgets_its_scripts(app, client, oauth_clients):
+    """A restarted or flushed Redis no longer knows the counting script: the request that
+    meets that loads it and counts once, and the connection stays in step (each later
+    answer is read by the request it belongs to)."""
+    app.config["TOKEN_RATE_LIMIT"] = "3/minute"  # no window boundary inside the test
+    client_id, secret = oauth_clients.create()
+    assert _token(client, client_id, secret).status_code == 200
+    redis.Redis.from_url("redis://127.0.0.1:6379/0").script_flush()
+    statuses = [_token(client, client_id, secret).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.parametrize("app_config", ["redis"], indirect=True)
+def test_an_unreachable_counter_store_lets_requests_through(app, client, oauth_clients, caplog):
+    """A limiter outage is not an authorization outage: with Redis unreachable, a token
+    request is served and the outage logged (and served again: no socket left half-read)."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from authserver.web import limits
+    from limits.storage import storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    app.extensions[limits.EXTENSION_KEY] = FixedWindowRateLimiter(
+        storage_from_string(f"redis://127.0.0.1:{port}/0"))
+    client_id, secret = oauth_clients.create()
+    for _ in range(2):
+        assert _token(client, client_id, secret).status_code == 200
+    assert "rate-limit store unavailable" in caplog.text
