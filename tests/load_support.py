@@ -31,6 +31,7 @@ class RotationLoad:
         self.client = client
         self.lock = threading.Lock()
         self.first_success: float | None = None
+        self.first_success_at = 0.0
         self.refused: list[tuple[int, str, float]] = []  # status, kid, s after first 200
         self.statuses: Counter = Counter()
         self.kids: Counter = Counter()
@@ -57,6 +58,7 @@ class RotationLoad:
                                          round(since, 2)))
                 elif self.first_success is None:
                     self.first_success = time.monotonic()
+                    self.first_success_at = time.time()  # for log records' times
         with self.lock:
             self.kids[kid] += 1
 

@@ -258,6 +258,7 @@ class _KeyCachePolicy:
             logger.info("JWKS refresh from %s recovered", self.jwks_uri)
         self._last_error = None
         self._snapshot = _Snapshot(keys, fetched_at=now, max_age=self._max_age_of(headers))
+        logger.debug("JWKS from %s: kids %s", self.jwks_uri, sorted(keys))
 
     def _failed(self, now: float, exc: Exception) -> None:
         self._last_error = str(exc)
