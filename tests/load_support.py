@@ -52,7 +52,8 @@ class RotationLoad:
             with self.lock:
                 self.statuses[answer.status_code] += 1
                 if answer.status_code != 200:
-                    since = time.monotonic() - (self.first_success or time.monotonic())
+                    since = (0.0 if self.first_success is None
+                             else time.monotonic() - self.first_success)
                     self.refused.append((answer.status_code,
                                          jwt.get_unverified_header(presented)["kid"],
                                          round(since, 2)))

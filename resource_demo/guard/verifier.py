@@ -104,9 +104,7 @@ class _Verified:
 
     kid: str
     claims: dict[str, Any]
-    expires_at: float
-    not_before: float | None
-    issued_at: float
+    times: tuple[float, float | None, float]  # exp, nbf (if any), iat
 
 
 class AccessTokenVerifier:
@@ -164,7 +162,7 @@ class AccessTokenVerifier:
         if cached is not None:
             try:
                 self.keys.get_key(cached.kid)
-                self._check_times(cached.expires_at, cached.not_before, cached.issued_at)
+                self._check_times(*cached.times)
             except UnknownKey as exc:
                 self._verified.pop(token)
                 raise InvalidToken(str(exc)) from exc
@@ -173,9 +171,7 @@ class AccessTokenVerifier:
                 raise
             return cached.claims
         claims, kid = self._verify_signed(token)
-        nbf = _numeric_date(claims, "nbf") if "nbf" in claims else None
-        self._verified.put(token, _Verified(kid, claims, _numeric_date(claims, "exp"), nbf,
-                                            _numeric_date(claims, "iat")))
+        self._verified.put(token, _Verified(kid, claims, _times(claims)))
         return claims
 
     def _verify_signed(self, token: str) -> tuple[dict[str, Any], str]:
@@ -253,9 +249,7 @@ class AccessTokenVerifier:
             raise InvalidToken("aud is not a string or array of strings")
         if self.audiences is not None and not any(a in self.audiences for a in aud_values):
             raise InvalidToken("aud does not name this resource server")
-        self._check_times(_numeric_date(claims, "exp"),
-                          _numeric_date(claims, "nbf") if "nbf" in claims else None,
-                          _numeric_date(claims, "iat"))
+        self._check_times(*_times(claims))
         # RFC 9068 §2.2: sub, client_id and jti are strings.
         for name in ("sub", "client_id", "jti"):
             if not isinstance(claims.get(name), str) or not claims[name]:
@@ -302,6 +296,12 @@ def audiences_of(claims: dict[str, Any]) -> list[str]:
     """The ``aud`` claim as a list (a verified token's ``aud`` is a string or strings)."""
     aud = claims.get("aud")
     return [aud] if isinstance(aud, str) else list(aud) if isinstance(aud, list) else []
+
+
+def _times(claims: dict[str, Any]) -> tuple[float, float | None, float]:
+    """The time claims ``exp``, ``nbf`` (None when absent) and ``iat``, each a NumericDate."""
+    nbf = _numeric_date(claims, "nbf") if "nbf" in claims else None
+    return _numeric_date(claims, "exp"), nbf, _numeric_date(claims, "iat")
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float:
